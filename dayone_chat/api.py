@@ -1,0 +1,72 @@
+"""Shared REST plumbing: every error is ``{"code": "<snake_case>", "detail": "<sentence>"}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """An error with a stable ``code``; extra fields (e.g. ``session_id``) go into the body."""
+
+    def __init__(self, *, code: str, detail: str, status_code: int, **extra: Any) -> None:
+        super().__init__(detail=detail, code=code)
+        self.status_code = status_code
+        self.error_code = code
+        self.extra = extra
+
+
+def _first_message(detail: Any) -> str:
+    if isinstance(detail, dict):
+        field, value = next(iter(detail.items()))
+        return (
+            f"{field}: {_first_message(value)}"
+            if field != "non_field_errors"
+            else _first_message(value)
+        )
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0])
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, ApiError):
+        response.data = {"code": exc.error_code, "detail": str(exc.detail), **exc.extra}
+        return response
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {
+            "code": "invalid",
+            "detail": _first_message(exc.detail),
+            "fields": exc.detail,
+        }
+        return response
+    code = getattr(exc, "default_code", "error")
+    if isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        if isinstance(codes, str):
+            code = codes
+    response.data = {
+        "code": code,
+        "detail": _first_message(response.data.get("detail", response.data)),
+    }
+    return response
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse(
+        {"code": "not_found", "detail": "There is nothing at this address."}, status=404
+    )
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(
+        {"code": "server_error", "detail": "Something went wrong on our side; please retry."},
+        status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+    )
