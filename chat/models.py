@@ -32,6 +32,7 @@ class EndReason(models.TextChoices):
     IDLE_CLOSED = "idle_closed", "Closed by the agent after customer silence"
     EXPIRED = "expired", "Incomplete for too long"
     CLOSED_BY_LEAD = "closed_by_lead", "Closed by a support lead"
+    CANCELLED = "cancelled", "The customer left the queue before an agent joined"
 
 
 class Role(models.TextChoices):
