@@ -39,7 +39,7 @@ def is_resumable(session: ChatSession, *, now: datetime | None = None) -> bool:
 
 
 def queue_position(session: ChatSession) -> int | None:
-    """1 for the head of the queue; None unless the session waits (an offered one is at the head)."""
+    """1 for the head of the queue (an offered session is at the head); None unless waiting."""
     if session.status == SessionStatus.OFFERED:
         return 1
     if session.status != SessionStatus.WAITING or session.ticket is None:
