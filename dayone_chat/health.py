@@ -29,10 +29,12 @@ def _redis_ok() -> bool:
 
 
 def _worker_ok() -> bool:
+    """Any worker on our broker answers a ping (broadcast over the broker, so it crosses hosts)."""
     from dayone_chat.celery import app
 
     try:
-        return bool(app.control.ping(timeout=1.0))
+        with app.connection_for_write(settings.CELERY_BROKER_URL) as conn:
+            return bool(app.control.ping(timeout=1.0, connection=conn))
     except Exception:
         return False
 
