@@ -17,11 +17,10 @@ def isolated_broker(settings):
     """A Redis database number no worker listens on, so "no worker answers" is certain."""
     from dayone_chat.settings.env import celery_broker_url
 
-    base = settings.REDIS_URL.rsplit("/", 1)[0] if settings.REDIS_URL.startswith("redis") else None
-    if base is None:  # embedded Redis: unix socket URL with ?db=
+    if settings.REDIS_URL.startswith("unix://"):  # embedded Redis: the db is a query parameter
         url = settings.REDIS_URL.split("?")[0] + "?db=13"
     else:
-        url = f"{base}/13"
+        url = settings.REDIS_URL.rsplit("/", 1)[0] + "/13"
     settings.CELERY_BROKER_URL = celery_broker_url(url)
     return url
 
