@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from history.api.views import QueueHistoryView, QueueView
+
+urlpatterns = [
+    path("queue", QueueView.as_view(), name="ops-queue"),
+    path("queue/history", QueueHistoryView.as_view(), name="ops-queue-history"),
+]
