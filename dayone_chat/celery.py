@@ -24,3 +24,4 @@ def _schedule(sender: Celery, **_: object) -> None:
     sender.add_periodic_task(
         crontab(hour=3, minute=17), sender.signature("history.tasks.purge"), name="daily purge"
     )
+    sender.add_periodic_task(60.0, sender.signature("history.tasks.sample_queue"), name="sample")
