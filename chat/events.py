@@ -9,6 +9,7 @@ the agent console). Nothing is sent for a transaction that rolls back.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 from uuid import UUID
 
@@ -78,3 +79,25 @@ async def asend_now(group: str, event: Event) -> None:
 def publish_on_commit(group: str, event: Event) -> None:
     """Send ``event`` to ``group`` once the current transaction commits (at once outside one)."""
     transaction.on_commit(lambda: send_now(group, event))
+
+
+def publish_built_on_commit(groups: Sequence[str], build: Callable[[], Event | None]) -> None:
+    """Build the event after commit (outside the transaction and its locks), send it to groups.
+
+    For events whose payload costs queries (the session object: queue position, last message):
+    building them after commit keeps lock hold times short. ``build`` returning None sends nothing.
+    """
+
+    def deliver() -> None:
+        try:
+            event = build()
+        except Exception:
+            # A failing payload must not break the caller after its commit; clients resync.
+            logger.exception("could not build an event for %s", ", ".join(groups))
+            return
+        if event is None:
+            return
+        for group in groups:
+            send_now(group, event)
+
+    transaction.on_commit(deliver)
