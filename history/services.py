@@ -28,7 +28,7 @@ from django.utils import timezone
 from agents.models import CustomerDataAccess
 from chat.models import LIVE_STATUSES, ChatSession, Connection, Message
 from history.models import PurgeRecord, QueueSample
-from matching.models import Assignment
+from matching.models import Assignment, FreeSpan
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,8 @@ def _window_filters(cutoff: datetime) -> dict[type[models.Model], Q]:
         Assignment: Q(offered_at__lt=cutoff),
         CustomerDataAccess: Q(at__lt=cutoff),
         QueueSample: Q(at__lt=cutoff),
+        # The seat queue's evidence: spans that ended before the cutoff (an open one stays).
+        FreeSpan: Q(started_at__lt=cutoff, ended_at__lt=cutoff),
     }
 
 
@@ -371,11 +373,11 @@ def purge_expired(
 ) -> PurgeRecord:
     """Delete everything older than the retention window and write the compliance record.
 
-    Sessions go by ``created_at`` with all that hangs on them (messages, connections, their
-    assignment log rows); the assignment log by ``offered_at``, the access log by ``at``, queue
-    samples by ``at``. ``dry_run`` counts the same rows and deletes nothing. Must not run inside
-    a transaction: each batch commits on its own, so an interrupted run keeps what it did and
-    the next run continues.
+    Sessions go by ``created_at`` with all that hangs on them (messages, connections, wait spans,
+    their assignment log rows); the assignment log by ``offered_at``, the access log by ``at``,
+    queue samples by ``at``, the seat queue's free spans by their end. ``dry_run`` counts the
+    same rows and deletes nothing. Must not run inside a transaction: each batch commits on its
+    own, so an interrupted run keeps what it did and the next run continues.
     """
     if connection.in_atomic_block:
         raise RuntimeError("purge_expired commits batch by batch; call it outside a transaction")

@@ -16,7 +16,7 @@ from agents.models import CustomerDataAccess
 from chat.models import ChatSession, Connection, Message, SessionStatus
 from history import services, tasks
 from history.models import PurgeRecord, QueueSample
-from matching.models import Assignment
+from matching.models import Assignment, FreeSpan, WaitSpan
 from tests import history_builders as build
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -276,3 +276,28 @@ def test_celery_task_runs_the_purge_when_beat_fires_it():
     record = PurgeRecord.objects.get(pk=record_id)
     assert (record.sessions, record.messages) == (1, 2)
     assert not ChatSession.objects.exists()
+
+
+def test_purge_deletes_the_fairness_spans_when_they_are_past_the_window():
+    with at(CUTOFF - timedelta(days=2)):
+        agent = build.agent()
+        seat = agent.seats.first()
+        old = build.session(on=agent)
+        WaitSpan.objects.create(session=old, ticket=old.ticket, started_at=CUTOFF - SECOND * 9)
+        ended = FreeSpan.objects.create(
+            seat=seat, agent=agent, started_at=CUTOFF - SECOND * 9, ended_at=CUTOFF - SECOND
+        )
+        straddling = FreeSpan.objects.create(
+            seat=seat, agent=agent, started_at=CUTOFF - SECOND, ended_at=CUTOFF + SECOND
+        )
+        still_open = FreeSpan.objects.create(seat=seat, agent=agent, started_at=CUTOFF - SECOND)
+    with at(CUTOFF + SECOND):
+        young = build.session(on=agent)
+        WaitSpan.objects.create(session=young, ticket=young.ticket, started_at=CUTOFF + SECOND)
+    with at(NOW):
+        record = services.purge_expired()
+    assert list(WaitSpan.objects.values_list("session_id", flat=True)) == [young.pk]
+    assert set(FreeSpan.objects.values_list("pk", flat=True)) == {straddling.pk, still_open.pk}
+    assert not FreeSpan.objects.filter(pk=ended.pk).exists()
+    assert record.counts["deleted"]["matching.WaitSpan"] == 1
+    assert record.counts["deleted"]["matching.FreeSpan"] == 1
