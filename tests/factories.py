@@ -29,7 +29,7 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", "dayone")
 
     @factory.post_generation
-    def _save(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:  # noqa: N805
+    def _save(obj: User, create: bool, extracted: Any, **kwargs: Any) -> None:
         if create:
             obj.save()
 
@@ -79,3 +79,83 @@ def available_agent(**kwargs: Any) -> Agent:
     """An agent who started the shift (AVAILABLE, every seat free since now)."""
     agent = AgentFactory(**kwargs)
     return agent_services.agent_shift_start(agent=agent)
+
+
+def offered_session(*, agent: Agent | None = None, **kwargs: Any) -> tuple[ChatSession, Agent]:
+    """A session OFFERED to ``agent`` (a new available agent by default). The queue and the seat
+    queue must hold nothing ahead of them."""
+    from matching.services import match_run
+
+    agent = agent or available_agent()
+    session = SessionFactory(**kwargs)
+    match_run()
+    session.refresh_from_db()
+    assert session.status == "offered"
+    assert session.agent_id == agent.pk
+    return session, agent
+
+
+def active_session(*, agent: Agent | None = None, **kwargs: Any) -> tuple[ChatSession, Agent]:
+    """A session ACTIVE with ``agent`` (offered, then accepted)."""
+    from matching.services import offer_accept
+
+    session, agent = offered_session(agent=agent, **kwargs)
+    session = offer_accept(session_id=session.id, agent=agent)
+    agent.refresh_from_db()
+    return session, agent
+
+
+def incomplete_session(**kwargs: Any) -> ChatSession:
+    """An ACTIVE session whose customer left past the grace period (INCOMPLETE)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    session, _agent = active_session(**kwargs)
+    channel = f"test.{session.id.hex}"
+    chat_services.customer_connected(
+        session_id=session.id, user=session.customer, channel_name=channel
+    )
+    left = timezone.now() - timedelta(seconds=settings.CUSTOMER_GRACE_S + 1)
+    chat_services.customer_disconnected(channel_name=channel, at=left)
+    assert chat_services.session_customer_gone(session_id=session.id, gone_before=timezone.now())
+    session.refresh_from_db()
+    return session
+
+
+def ended_session(**kwargs: Any) -> ChatSession:
+    """A session the customer cancelled while waiting (ENDED, "cancelled")."""
+    session = SessionFactory(**kwargs)
+    return chat_services.session_end_request(
+        session_id=session.id, user=session.customer, role="customer"
+    )
+
+
+class GroupTap:
+    """Listens to channel-layer groups on the real Redis layer and collects the event dicts."""
+
+    def __init__(self, *groups: str) -> None:
+        from asgiref.sync import async_to_sync
+        from channels.layers import get_channel_layer
+
+        self._layer = get_channel_layer()
+        self._sync = async_to_sync
+        self.channel: str = async_to_sync(self._layer.new_channel)()
+        for group in groups:
+            async_to_sync(self._layer.group_add)(group, self.channel)
+
+    def events(self, *, timeout: float = 0.3) -> list[dict[str, Any]]:
+        """Every event received until ``timeout`` seconds pass without one."""
+        import asyncio
+
+        async def drain() -> list[dict[str, Any]]:
+            got: list[dict[str, Any]] = []
+            while True:
+                try:
+                    message = await asyncio.wait_for(self._layer.receive(self.channel), timeout)
+                except TimeoutError:
+                    return got
+                got.append(message["event"])
+
+        return self._sync(drain)()
