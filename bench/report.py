@@ -1,0 +1,258 @@
+"""The table of figures against the targets of issue 8, and the two plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TARGETS = {
+    "p50_200": 10.0,
+    "p99_200": 50.0,
+    "floor_multiple_p50": 4.0,
+    "p99_500": 150.0,
+    "match_p50": 50.0,
+    "match_p99": 250.0,
+    "idle_kib": 100.0,
+}
+NAMES = {
+    "floor_websockets": "floor: websockets relay",
+    "floor_channels": "floor: Channels relay",
+    "system": "DayOne Chat",
+}
+
+
+def step_at(result: dict | None, rate: float) -> dict | None:
+    """The load step closest to ``rate`` messages/s (the targets name 200 and 500)."""
+    if not result or not result.get("steps"):
+        return None
+    return min(result["steps"], key=lambda s: abs(s["rate"] - rate))
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "–"
+    return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+
+
+def verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return "not measured"
+    if value <= target:
+        return "met"
+    return f"missed ({value / target:.1f}× the target)"
+
+
+def correct(results: dict) -> bool:
+    system = results.get("system")
+    if not system:
+        return all(
+            (
+                results[k]["totals"]["not_delivered"] == 0
+                and results[k]["totals"]["delivered_twice"] == 0
+            )
+            for k in NAMES
+            if k in results
+        )
+    c = system["correctness"]
+    return (
+        c["lost"] == 0
+        and c["duplicated"] == 0
+        and c["seq_gaps"] == 0
+        and c["refused_but_stored"] == 0
+        and c["fairness_exit"] == 0
+    )
+
+
+def table(results: dict) -> str:
+    lines = []
+    system = results.get("system")
+    ws = results.get("floor_websockets")
+    ch = results.get("floor_channels")
+    rates = sorted({s["rate"] for r in (system, ws, ch) if r for s in r["steps"]})
+    low = 200.0 if results.get("mode") == "full" else (rates[0] if rates else 0)
+    high = 500.0 if results.get("mode") == "full" else (rates[-1] if rates else 0)
+
+    lines.append(
+        "| load (msg/s asked) | target | delivered/s | p50 ms | p95 ms | p99 ms | max ms "
+        "| server CPU ms/msg |"
+    )
+    lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for key in ("floor_websockets", "floor_channels", "system"):
+        result = results.get(key)
+        if not result:
+            continue
+        for step in result["steps"]:
+            lat = step["latency"]
+            cpu = server_cpu_s(step, key)
+            per_msg = cpu * 1000 / step["delivered"] if step["delivered"] else None
+            lines.append(
+                f"| {step['rate']:g} | {NAMES[key]} | {fmt(step['delivered_per_s'])} | "
+                f"{fmt(lat['p50_ms'])} | {fmt(lat['p95_ms'])} | {fmt(lat['p99_ms'])} | "
+                f"{fmt(lat['max_ms'])} | {fmt(per_msg)} |"
+            )
+    lines.append("")
+    if system:
+        s_low, s_high = step_at(system, low), step_at(system, high)
+        rows = [
+            (
+                f"delivery p50 at {low:g} msg/s",
+                s_low["latency"]["p50_ms"],
+                TARGETS["p50_200"],
+                "ms",
+            ),
+            (
+                f"delivery p99 at {low:g} msg/s",
+                s_low["latency"]["p99_ms"],
+                TARGETS["p99_200"],
+                "ms",
+            ),
+            (
+                f"delivery p99 at {high:g} msg/s",
+                s_high["latency"]["p99_ms"],
+                TARGETS["p99_500"],
+                "ms",
+            ),
+            ("matching p50", system["matching"]["p50_ms"], TARGETS["match_p50"], "ms"),
+            ("matching p99", system["matching"]["p99_ms"], TARGETS["match_p99"], "ms"),
+            (
+                "server memory per idle socket",
+                system["idle_socket_bytes"] / 1024,
+                TARGETS["idle_kib"],
+                "KiB",
+            ),
+        ]
+        for key, name in (("floor_websockets", "websockets"), ("floor_channels", "Channels")):
+            floor = step_at(results.get(key), low)
+            if floor and floor["latency"]["p50_ms"]:
+                rows.append(
+                    (
+                        f"p50 as a multiple of the {name} floor",
+                        s_low["latency"]["p50_ms"] / floor["latency"]["p50_ms"],
+                        TARGETS["floor_multiple_p50"],
+                        "×",
+                    )
+                )
+                if floor["latency"]["p99_ms"]:
+                    rows.append(
+                        (
+                            f"p99 as a multiple of the {name} floor",
+                            s_low["latency"]["p99_ms"] / floor["latency"]["p99_ms"],
+                            None,
+                            "×",
+                        )
+                    )
+        lines.append("| figure | measured | target | verdict |")
+        lines.append("| --- | ---: | ---: | --- |")
+        for name, value, target, unit in rows:
+            lines.append(
+                f"| {name} | {fmt(value, ' ' + unit)} | "
+                f"{'≤ ' + fmt(target, ' ' + unit) if target else '–'} | "
+                f"{verdict(value, target) if target else ''} |"
+            )
+        c = system["correctness"]
+        lines.append(
+            f"| messages lost | {c['lost']} | 0 | {'met' if c['lost'] == 0 else 'MISSED'} |"
+        )
+        lines.append(
+            f"| messages duplicated | {c['duplicated']} | 0 | "
+            f"{'met' if c['duplicated'] == 0 else 'MISSED'} |"
+        )
+        lines.append(
+            f"| seq gaps | {c['seq_gaps']} | 0 | {'met' if c['seq_gaps'] == 0 else 'MISSED'} |"
+        )
+        lines.append(
+            f"| verify_fairness | exit {c['fairness_exit']} | exit 0 | "
+            f"{'met' if c['fairness_exit'] == 0 else 'MISSED'} |"
+        )
+        lines.append("")
+        lines.append(
+            f"open sockets {system['sockets']}, messages sent {c['messages_sent']}, "
+            f"stored {c['messages_stored']}, refused {c['refused']}, chats ended "
+            f"{system['chats_ended']}, offers {system['matching']['offers']}, breaks "
+            f"{system['breaks_taken']}, errors {system['errors']}"
+        )
+    for key in ("floor_websockets", "floor_channels"):
+        if results.get(key):
+            lines.append(
+                f"{NAMES[key]}: {results[key]['idle_socket_bytes'] / 1024:.1f} KiB per idle "
+                "socket, "
+                f"totals {results[key]['totals']}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def server_cpu_s(step: dict, key: str) -> float:
+    total = 0.0
+    for name, figures in step["processes"].items():
+        if name == "machine":
+            continue
+        if key == "system" or name.startswith("floor"):
+            total += figures.get("cpu_s", 0.0)
+    return total
+
+
+def plots(results: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = []
+    colors = {"floor_websockets": "#2a9d8f", "floor_channels": "#e9c46a", "system": "#e76f51"}
+    rates = sorted({s["rate"] for k in NAMES if results.get(k) for s in results[k]["steps"]})
+    reference = 200.0 if results.get("mode") == "full" else (rates[0] if rates else 0)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for key, name in NAMES.items():
+        step = step_at(results.get(key), reference)
+        if not step or not step["latencies_ms"]:
+            continue
+        values = sorted(step["latencies_ms"])
+        n = len(values)
+        ax.plot(
+            values,
+            [100 * (i + 1) / n for i in range(n)],
+            label=f"{name} (p50 {fmt(step['latency']['p50_ms'])} ms)",
+            color=colors[key],
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("delivery latency, sender's send → other side's receive (ms, log scale)")
+    ax.set_ylabel("messages delivered within (%)")
+    ax.set_title(f"Delivery latency at {reference:g} messages/s ({results.get('mode')} run)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = out_dir / "bench-latency-distribution.png"
+    fig.savefig(path)
+    plt.close(fig)
+    made.append(path)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    for key, name in NAMES.items():
+        result = results.get(key)
+        if not result:
+            continue
+        steps = sorted(result["steps"], key=lambda s: s["rate"])
+        x = [s["rate"] for s in steps]
+        ax.plot(
+            x, [s["latency"]["p50_ms"] for s in steps], "o-", color=colors[key], label=f"{name} p50"
+        )
+        ax.plot(
+            x,
+            [s["latency"]["p99_ms"] for s in steps],
+            "s--",
+            color=colors[key],
+            label=f"{name} p99",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("messages per second asked")
+    ax.set_ylabel("delivery latency (ms, log scale)")
+    ax.set_title("Delivery latency against load")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out_dir / "bench-latency-vs-load.png"
+    fig.savefig(path)
+    plt.close(fig)
+    made.append(path)
+    return made

@@ -1,0 +1,301 @@
+"""``python -m bench.run [--quick]``: the floors and the real system, one after the other, on the
+same machine, driven by the same clients; then the correctness check and the report.
+
+Writes bench/results/<time>.json (and latest.json), prints the table of figures against their
+targets, and draws the plots (docs/img/bench-*.png for a full run, bench/results/ for --quick).
+Exits 1 when a message was lost or duplicated, a seq has a gap, or verify_fairness fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import report
+from bench.load import run_pairs
+from bench.stack import BIN, ROOT, Stack, bench_database
+from bench.stats import Sampler
+from bench.system import Options, System
+
+RESULTS = ROOT / "bench" / "results"
+
+FULL = {
+    "agents": 500,
+    "active": 1000,
+    "waiting": 500,
+    "steps": "50:20,100:20,200:60,350:20,500:60",
+    "ramp_rate": 50.0,
+    "mean_messages": 40,
+    "return_delay_s": 2.0,
+    "breaks_per_min": 6.0,
+    "break_s": 10.0,
+}
+QUICK = {
+    "agents": 10,
+    "active": 20,
+    "waiting": 10,
+    "steps": "20:8,50:8",
+    "ramp_rate": 20.0,
+    "mean_messages": 8,
+    "return_delay_s": 0.5,
+    "breaks_per_min": 6.0,
+    "break_s": 2.0,
+}
+
+
+def parse_steps(text: str) -> list[tuple[float, float]]:
+    steps = []
+    for part in text.split(","):
+        rate, _, duration = part.partition(":")
+        steps.append((float(rate), float(duration)))
+    return steps
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small numbers, under two minutes")
+    parser.add_argument("--agents", type=int, help="agents on shift (2 seats each)")
+    parser.add_argument("--active", type=int, help="active chats to hold")
+    parser.add_argument("--waiting", type=int, help="customers waiting in the queue besides")
+    parser.add_argument("--steps", help="load steps RATE:SECONDS,... (messages/s for seconds)")
+    parser.add_argument("--ramp-rate", type=float, help="customer arrivals/s while filling up")
+    parser.add_argument("--mean-messages", type=int, help="mean messages per chat")
+    parser.add_argument("--return-delay-s", type=float, help="mean delay of a new arrival")
+    parser.add_argument("--breaks-per-min", type=float, help="breaks taken per minute, all agents")
+    parser.add_argument("--break-s", type=float, help="length of a break")
+    parser.add_argument("--servers", type=int, default=1, help="daphne processes (default 1)")
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument(
+        "--targets",
+        default="websockets,channels,system",
+        help="which of websockets,channels,system to run (default all three)",
+    )
+    parser.add_argument("--seed", type=int, default=8)
+    parser.add_argument("--plots-dir", type=Path, help="where the PNGs go")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="STEP",
+        help="py-spy the daphne processes during load step STEP (1-based) of the system",
+    )
+    parser.add_argument("--label", default="", help="a word for the results file name")
+    args = parser.parse_args(argv)
+    defaults = QUICK if args.quick else FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.steps = parse_steps(args.steps)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    if args.plots_dir is None:
+        args.plots_dir = RESULTS if args.quick else ROOT / "docs" / "img"
+    return args
+
+
+def machine() -> dict[str, object]:
+    import psutil
+
+    def version(module: str) -> str:
+        from importlib.metadata import version as v
+
+        try:
+            return v(module)
+        except Exception:
+            return "?"
+
+    cpu_model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu_model,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "versions": {
+            m: version(m)
+            for m in (
+                "Django",
+                "channels",
+                "channels-redis",
+                "daphne",
+                "redis",
+                "celery",
+                "psycopg",
+                "websockets",
+                "twisted",
+            )
+        },
+        "load_average_at_start": os.getloadavg(),
+    }
+
+
+class Profiler:
+    """py-spy on every daphne process for one load step; raw collapsed stacks per process."""
+
+    def __init__(self, run_dir: Path, pids: dict[str, int], step: int | None) -> None:
+        self.run_dir = run_dir
+        self.pids = pids
+        self.step = step
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.outputs: list[Path] = []
+
+    def __call__(self, index: int, duration: float) -> None:
+        if self.step is None or index != self.step - 1:
+            return
+        pyspy = shutil.which("py-spy") or str(BIN / "py-spy")
+        for name, pid in self.pids.items():
+            out = self.run_dir / f"profile-{name}.txt"
+            self.outputs.append(out)
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        pyspy,
+                        "record",
+                        "--pid",
+                        str(pid),
+                        "--duration",
+                        str(max(int(duration) - 2, 1)),
+                        "--rate",
+                        "200",
+                        "--format",
+                        "raw",
+                        "--nonblocking",
+                        "--output",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(self.run_dir / f"profile-{name}.log", "wb"),  # noqa: SIM115
+                )
+            )
+
+    def finish(self) -> list[Path]:
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        return [p for p in self.outputs if p.exists()]
+
+
+async def drive_floor(
+    name: str, stack: Stack, args: argparse.Namespace, sampler: Sampler
+) -> dict[str, object]:
+    proc = stack.start_floor_websockets() if name == "websockets" else stack.start_floor_channels()
+    sampler.watch(proc.name, proc.popen.pid)
+    sampler.start()
+    try:
+        return await run_pairs(
+            label=f"floor {name}",
+            url_of=lambda pair, side: f"ws://127.0.0.1:{proc.port}/pair/{pair}/{side}",
+            pairs=args.active,
+            idle=max(args.agents + args.waiting - args.active, 0),
+            steps=args.steps,
+            seed=args.seed,
+            sampler=sampler,
+            server_names=[proc.name],
+        )
+    finally:
+        await sampler.stop()
+        stack.stop(proc)
+
+
+async def drive_system(
+    stack: Stack, args: argparse.Namespace, sampler: Sampler, run_dir: Path
+) -> dict[str, object]:
+    print(f"  [system] preparing the database {stack.db['NAME']}", flush=True)
+    customers = int((args.active + args.waiting) * 1.3) + 10
+    started = time.monotonic()
+    stack.prepare_database(args.agents, customers)
+    print(f"  [system] migrated and seeded in {time.monotonic() - started:.1f} s", flush=True)
+    webs = stack.start_system(args.servers, args.worker_concurrency)
+    for proc in stack.procs:
+        sampler.watch(proc.name, proc.popen.pid)
+    sampler.start()
+    profiler = Profiler(run_dir, {w.name: w.popen.pid for w in webs}, args.profile)
+    opts = Options(
+        agents=args.agents,
+        active=args.active,
+        waiting=args.waiting,
+        customers=customers,
+        steps=args.steps,
+        ramp_rate=args.ramp_rate,
+        mean_messages=args.mean_messages,
+        return_delay_s=args.return_delay_s,
+        breaks_per_min=args.breaks_per_min,
+        break_s=args.break_s,
+        seed=args.seed,
+    )
+    system = System(
+        opts, [f"http://127.0.0.1:{w.port}" for w in webs], sampler, [w.name for w in webs]
+    )
+    try:
+        result = await system.run(profiler)
+    finally:
+        await sampler.stop()
+    result["profiles"] = [str(p) for p in profiler.finish()]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = RESULTS / f"run-{stamp}{'-' + args.label if args.label else ''}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    mode = "quick" if args.quick else "full"
+    print(
+        f"bench ({mode}): {args.agents} agents, {args.active} active chats + {args.waiting} "
+        f"waiting, steps {args.steps}, {args.servers} daphne; logs in {run_dir}",
+        flush=True,
+    )
+    stack = Stack(run_dir=run_dir, db=bench_database())
+    results: dict[str, object] = {
+        "mode": mode,
+        "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started": stamp,
+        "machine": machine(),
+        "config": {k: v for k, v in vars(args).items() if k not in ("plots_dir",)},
+    }
+    results["config"]["plots_dir"] = str(args.plots_dir)
+    try:
+        for target in args.targets:
+            print(f"== {target}", flush=True)
+            sampler = Sampler()
+            if target == "system":
+                system = asyncio.run(drive_system(stack, args, sampler, run_dir))
+                print("  [system] checking the database", flush=True)
+                system["correctness"] = __import__("bench.correctness").correctness.check(
+                    stack, system
+                )
+                for key in ("sent_ids", "refused_ids", "delivered_counts"):
+                    system.pop(key, None)
+                results["system"] = system
+            else:
+                results[f"floor_{target}"] = asyncio.run(drive_floor(target, stack, args, sampler))
+    finally:
+        stack.stop_all()
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    out = run_dir / "results.json"
+    out.write_text(json.dumps(results, indent=1))
+    shutil.copy(out, RESULTS / "latest.json")
+    plots = report.plots(results, args.plots_dir)
+    text = report.table(results)
+    (run_dir / "summary.md").write_text(text)
+    print(text)
+    print(f"results: {out}; plots: {', '.join(str(p) for p in plots)}")
+    return 0 if report.correct(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
