@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+"""/console/ (mounted by dayone_chat.urls): the agent console."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from agents import views
+
+urlpatterns = [
+    path("", views.console, name="console"),
+]
