@@ -9,6 +9,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from chat.errors import DomainError
+
 
 class ApiError(exceptions.APIException):
     """An error with a stable ``code``; extra fields (e.g. ``session_id``) go into the body."""
@@ -34,6 +36,9 @@ def _first_message(detail: Any) -> str:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, DomainError):
+        # The domain's refusals carry their own status and extra fields (e.g. session_id).
+        return Response(exc.as_dict(), status=exc.http_status)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
