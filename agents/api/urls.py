@@ -2,9 +2,10 @@
 
 from django.urls import path
 
-from agents.api import customer_data
+from agents.api import customer_data, views
 
 urlpatterns = [
+    path("me", views.AgentMeView.as_view(), name="agent-me"),
     # DayOne customer data of a session's customer (access-checked and logged).
     path(
         "customers/<uuid:session_id>/profile",
