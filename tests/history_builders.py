@@ -20,7 +20,7 @@ _names = itertools.count(1)
 
 def user(prefix: str = "customer", *, staff: bool = False) -> User:
     return User.objects.create_user(
-        username=f"{prefix}{next(_names)}", password="pw", is_staff=staff
+        username=f"{prefix}_h{next(_names)}", password="pw", is_staff=staff
     )
 
 
