@@ -101,7 +101,10 @@ def request_match_on_commit() -> None:
     if not connection.in_atomic_block:
         _after_commit_match()
         return
+    # Already asked in this transaction, by a part of it that cannot be rolled back without
+    # us (its savepoints are all still ours)? Then once is enough.
     pending: list[tuple[set[str], Callable[[], None], bool]] = connection.run_on_commit
-    if any(func is _after_commit_match for _, func, _ in pending):
+    current = set(connection.savepoint_ids)
+    if any(func is _after_commit_match and sids <= current for sids, func, _ in pending):
         return
     transaction.on_commit(_after_commit_match)
