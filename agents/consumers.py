@@ -1,0 +1,344 @@
+"""The agent console's socket ``/ws/agent/``: one socket carries all of the agent's sessions.
+
+It joins the agent's group (offers, agent state) and the session group of each OFFERED/ACTIVE
+session: on connect, and whenever an offer or a session.state names a new one; it leaves a
+session's group when the session is no longer the agent's (ended, incomplete, sent back). The
+frame hygiene, the heartbeat and the per-session no-gap/no-duplicate stream come from
+chat.consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from agents import selectors as agent_selectors
+from agents import services as agent_services
+from agents.models import Agent
+from chat import events, selectors, services
+from chat.consumers import (
+    ChatSocket,
+    Frame,
+    FrameError,
+    SeqStream,
+    db,
+    field_body,
+    field_seq,
+    field_uuid,
+    messages_since,
+    state_frame,
+)
+from chat.errors import DomainError
+from chat.models import Role, SessionStatus
+from chat.payloads import session_payload
+from chat.ws_auth import CLOSE_FORBIDDEN
+from matching import services as matching_services
+
+SEATED = (SessionStatus.OFFERED, SessionStatus.ACTIVE)
+# A session's group is left a moment after it stops being ours, so that the events published
+# together with that change (session.ended right after session.state) still reach the console.
+LEAVE_DELAY_S = 2.0
+# Events about a session that has just left us that the console still needs.
+FAREWELL_TYPES = {events.SESSION_STATE, events.SESSION_ENDED, events.OFFER_EXPIRED}
+CONTROL_TYPES = {events.END_REQUESTED, events.END_DECLINED, events.SESSION_ENDED}
+
+
+def _agent_and_session_ids(*, user: AbstractBaseUser) -> tuple[Agent, list[UUID]] | None:
+    agent = agent_selectors.agent_for_user(user=user)
+    if agent is None:
+        return None
+    return agent, [s.id for s in agent_selectors.sessions_of_agent(agent=agent)]
+
+
+@dataclass
+class AgentSnapshot:
+    agent_state: Frame
+    sessions: list[tuple[UUID, Frame]]
+
+
+def _open_agent_socket(*, agent: Agent, channel_name: str) -> AgentSnapshot:
+    agent = agent_services.agent_connected(agent=agent, channel_name=channel_name)
+    return AgentSnapshot(
+        agent_state=agent_selectors.agent_state_payload(agent=agent),
+        sessions=[
+            (s.id, session_payload(s, for_agent=True))
+            for s in agent_selectors.sessions_of_agent(agent=agent)
+        ],
+    )
+
+
+def _is_mine(*, session_id: UUID, agent: Agent) -> bool:
+    try:
+        session = selectors.session_get_for_agent(session_id=session_id, agent=agent)
+    except DomainError:
+        return False
+    return session.status in SEATED
+
+
+def _sync_for_agent(*, session_id: UUID, agent: Agent, after_seq: int) -> list[Frame]:
+    selectors.session_get_for_agent(session_id=session_id, agent=agent)
+    return messages_since(session_id=session_id, after_seq=after_seq)
+
+
+class AgentConsumer(ChatSocket):
+    role = Role.AGENT
+    frame_handlers = {
+        "shift.start": "on_shift_start",
+        "break.request": "on_break_request",
+        "break.end": "on_break_end",
+        "shift.end": "on_shift_end",
+        "available": "on_available",
+        "offer.accept": "on_offer_accept",
+        "offer.decline": "on_offer_decline",
+        "message.send": "on_message_send",
+        "typing": "on_typing",
+        "read": "on_read",
+        "end.request": "on_end_request",
+        "end.confirm": "on_end_confirm",
+        "end.decline": "on_end_decline",
+        "sync": "on_sync",
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The sessions this console carries (OFFERED/ACTIVE with this agent), by id.
+        self.streams: dict[UUID, SeqStream] = {}
+        self.leaving: set[UUID] = set()
+        # Last session.state sent per session: the agent group and the session group both
+        # carry it, and the console needs it once.
+        self.last_state: dict[UUID, Frame] = {}
+        self.last_control: dict[UUID, Frame] = {}
+        self.customers: dict[UUID, Frame] = {}
+
+    async def connect(self) -> None:
+        await self.accept()
+        found = await db(_agent_and_session_ids)(user=self.user)
+        if found is None:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.agent, session_ids = found
+        # Every group joined before the snapshot is read (see chat.consumers).
+        await self.join(events.agent_group(self.agent.id))
+        for session_id in session_ids:
+            await self.take(session_id, None)
+        snapshot = await db(_open_agent_socket)(agent=self.agent, channel_name=self.channel_name)
+        self.registered = True
+        await self.send_frame({"type": events.AGENT_STATE, **snapshot.agent_state})
+        for session_id, payload in snapshot.sessions:
+            # A session offered between the two reads is also announced on the agent group,
+            # which was joined first; taking it here as well is harmless.
+            await self.take(session_id, payload["last_seq"])
+            self.streams[session_id].last_sent = payload["last_seq"]
+            await self.send_state(session_id, state_frame(session_id, payload))
+        self.start_heartbeat()
+
+    async def disconnect(self, code: int) -> None:
+        self.stop_background()
+        if self.registered:
+            await db(agent_services.agent_disconnected)(channel_name=self.channel_name)
+
+    async def take(self, session_id: UUID, last_seq: int | None) -> None:
+        self.leaving.discard(session_id)
+        if session_id not in self.streams:
+            self.streams[session_id] = SeqStream(session_id=session_id, last_sent=last_seq)
+        await self.join(events.session_group(session_id))
+
+    def let_go(self, session_id: UUID) -> None:
+        if self.streams.pop(session_id, None) is None:
+            return
+        self.leaving.add(session_id)
+        self.spawn(self._leave_later(session_id))
+
+    async def _leave_later(self, session_id: UUID) -> None:
+        await asyncio.sleep(LEAVE_DELAY_S)
+        if session_id in self.leaving:  # not taken back in the meantime (a new offer)
+            self.leaving.discard(session_id)
+            for memory in (self.last_state, self.last_control, self.customers):
+                memory.pop(session_id, None)
+            await self.leave(events.session_group(session_id))
+
+    def stream_of(self, frame: Frame) -> SeqStream:
+        """The session a frame names, which must be one this console carries."""
+        session_id = field_uuid(frame, "session_id")
+        stream = self.streams.get(session_id)
+        if stream is None:
+            raise FrameError("not_found", "No such session on this console.")
+        return stream
+
+    # --- agent state frames -------------------------------------------------------------------
+
+    async def on_shift_start(self, frame: Frame) -> None:
+        await db(agent_services.agent_shift_start)(agent=self.agent)
+
+    async def on_break_request(self, frame: Frame) -> None:
+        await db(agent_services.agent_break_request)(agent=self.agent)
+
+    async def on_break_end(self, frame: Frame) -> None:
+        await db(agent_services.agent_break_end)(agent=self.agent)
+
+    async def on_shift_end(self, frame: Frame) -> None:
+        await db(agent_services.agent_shift_end)(agent=self.agent)
+
+    async def on_available(self, frame: Frame) -> None:
+        await db(agent_services.agent_set_available)(agent=self.agent)
+
+    async def on_offer_accept(self, frame: Frame) -> None:
+        session_id = field_uuid(frame, "session_id")
+        await db(matching_services.offer_accept)(session_id=session_id, agent=self.agent)
+
+    async def on_offer_decline(self, frame: Frame) -> None:
+        session_id = field_uuid(frame, "session_id")
+        await db(matching_services.offer_decline)(session_id=session_id, agent=self.agent)
+
+    # --- conversation frames --------------------------------------------------------------
+
+    async def on_message_send(self, frame: Frame) -> None:
+        session_id = field_uuid(frame, "session_id")
+        client_msg_id = field_uuid(frame, "client_msg_id")
+        body = field_body(frame)
+        posted = await db(services.message_post)(
+            session_id=session_id,
+            author=self.user,
+            role=Role.AGENT,
+            client_msg_id=client_msg_id,
+            body=body,
+        )
+        await self.send_frame(
+            {
+                "type": events.MESSAGE_ACK,
+                "session_id": str(session_id),
+                "client_msg_id": str(client_msg_id),
+                "seq": posted.message.seq,
+            }
+        )
+
+    async def on_typing(self, frame: Frame) -> None:
+        stream = self.stream_of(frame)
+        await events.asend_now(
+            events.session_group(stream.session_id),
+            {"type": events.TYPING, "session_id": str(stream.session_id), "sender": self.role},
+        )
+
+    async def on_read(self, frame: Frame) -> None:
+        stream = self.stream_of(frame)
+        seq = field_seq(frame, "seq")
+        await events.asend_now(
+            events.session_group(stream.session_id),
+            {
+                "type": events.READ,
+                "session_id": str(stream.session_id),
+                "sender": self.role,
+                "seq": seq,
+            },
+        )
+
+    async def on_end_request(self, frame: Frame) -> None:
+        await db(services.session_end_request)(
+            session_id=field_uuid(frame, "session_id"), user=self.user, role=Role.AGENT
+        )
+
+    async def on_end_confirm(self, frame: Frame) -> None:
+        await db(services.session_end_confirm)(
+            session_id=field_uuid(frame, "session_id"), user=self.user, role=Role.AGENT
+        )
+
+    async def on_end_decline(self, frame: Frame) -> None:
+        await db(services.session_end_decline)(
+            session_id=field_uuid(frame, "session_id"), user=self.user, role=Role.AGENT
+        )
+
+    async def on_sync(self, frame: Frame) -> None:
+        session_id = field_uuid(frame, "session_id")
+        after_seq = field_seq(frame, "after_seq")
+        frames = await db(_sync_for_agent)(
+            session_id=session_id, agent=self.agent, after_seq=after_seq
+        )
+        stream = self.streams.get(session_id)
+        for message in frames:
+            await self.send_frame(message)
+            if stream is not None:
+                stream.sent(message["message"]["seq"])
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def relay(self, event: Frame) -> None:
+        kind = event.get("type")
+        raw_id = event.get("session_id")
+        if kind == events.AGENT_STATE or raw_id is None:
+            await self.send_frame(event)
+            return
+        session_id = UUID(str(raw_id))
+        if kind == events.OFFER:
+            await self.take(session_id, None)
+            await self.send_frame(event)
+        elif kind == events.SESSION_STATE:
+            await self.on_session_state(session_id, event)
+        elif kind == events.OFFER_EXPIRED:
+            await self.send_frame(event)
+            self.let_go(session_id)
+        elif session_id in self.streams or (session_id in self.leaving and kind in FAREWELL_TYPES):
+            if kind == events.MESSAGE:
+                stream = self.streams.get(session_id)
+                if stream is not None:
+                    await self.relay_message(stream, event)
+            elif kind in (events.TYPING, events.READ):
+                if event.get("sender") != self.role:
+                    await self.send_frame(event)
+            elif kind in CONTROL_TYPES:
+                # Published to the session group AND the agent group, and this socket is in
+                # both: the second copy is the same dict, right behind the first.
+                if self.last_control.get(session_id) != event:
+                    self.last_control[session_id] = event
+                    await self.send_frame(event)
+            else:
+                await self.send_frame(event)
+
+    async def on_session_state(self, session_id: UUID, event: Frame) -> None:
+        status = event["session"].get("status")
+        if status in SEATED:
+            if session_id not in self.streams:
+                # Outside our session groups, only the agent group (ours) carries it; but a
+                # session we are still leaving may now be another agent's: ask the database.
+                if session_id in self.leaving and not await db(_is_mine)(
+                    session_id=session_id, agent=self.agent
+                ):
+                    return
+                await self.take(session_id, event["session"].get("last_seq"))
+            await self.send_state(session_id, event)
+        elif session_id in self.streams or session_id in self.leaving:
+            await self.send_state(session_id, event)
+            self.let_go(session_id)
+
+    async def send_state(self, session_id: UUID, event: Frame) -> None:
+        """Each state once, always with the customer's name.
+
+        A change is published twice: to the session group (the customer's copy, without the
+        ``customer`` field) and to the agent group (with it); the console is in both groups.
+        """
+        payload = event["session"]
+        if "customer" in payload:
+            self.customers[session_id] = payload["customer"]
+        elif session_id in self.customers:
+            event = {**event, "session": {**payload, "customer": self.customers[session_id]}}
+        if self.last_state.get(session_id) == event:
+            return
+        self.last_state[session_id] = event
+        await self.send_frame(event)
+
+    async def relay_message(self, stream: SeqStream, event: Frame) -> None:
+        seq = event["message"]["seq"]
+        verdict = stream.accept_live(seq)
+        if verdict == "send":
+            await self.send_frame(event)
+            stream.sent(seq)
+        elif verdict == "gap":
+            after = stream.last_sent or 0
+            frames = await db(messages_since)(session_id=stream.session_id, after_seq=after)
+            for frame in frames:
+                if frame["message"]["seq"] > (stream.last_sent or 0):
+                    await self.send_frame(frame)
+                    stream.sent(frame["message"]["seq"])
