@@ -41,10 +41,10 @@ FULL = {
     "break_s": 10.0,
 }
 QUICK = {
-    "agents": 10,
-    "active": 20,
+    "agents": 20,
+    "active": 40,
     "waiting": 10,
-    "steps": "20:8,50:8",
+    "steps": "10:8,25:8",
     "ramp_rate": 20.0,
     "mean_messages": 8,
     "return_delay_s": 0.5,

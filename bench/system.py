@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -73,11 +74,24 @@ class Chat:
     ended: bool = False
 
 
+# A person does not type faster than the server's per-socket frame limit; a client that would
+# (an agent writing in two busy chats at a high step) leaves this chat's turn to another chat.
+RATE_COUNT = int(os.environ.get("WS_RATE_LIMIT_COUNT") or 20)
+RATE_WINDOW_S = float(os.environ.get("WS_RATE_LIMIT_WINDOW_S") or 10)
+RATE_BUDGET = max(1, int(RATE_COUNT * 0.75))
+
+
 @dataclass
 class User:
     username: str
     token: str = ""
     base: str = ""  # http://127.0.0.1:port of the daphne this client uses
+    sends: deque[float] = field(default_factory=deque)
+
+    def may_send(self, at: float) -> bool:
+        while self.sends and at - self.sends[0] > RATE_WINDOW_S:
+            self.sends.popleft()
+        return len(self.sends) < RATE_BUDGET
 
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -393,7 +407,15 @@ class System:
         if not self.active:
             self.errors["no_active_chat_to_write_in"] += 1
             return False
-        chat = self.active[self.rng.randrange(len(self.active))]
+        for _ in range(5):
+            chat = self.active[self.rng.randrange(len(self.active))]
+            sender = chat.customer if chat.customer_turn else chat.agent
+            if sender is not None and sender.may_send(now()):
+                break
+        else:
+            self.errors["skipped_to_stay_under_rate_limit"] += 1
+            return False
+        sender.sends.append(now())
         cmid = self.tracker.new_id()
         frame: dict[str, object] = {
             "type": "message.send",
@@ -459,9 +481,20 @@ class System:
             await asyncio.sleep(self.rng.expovariate(o.ramp_rate))
             arrivals.append(asyncio.ensure_future(self.arrive(self.idle.pop(0))))
         await asyncio.gather(*arrivals)
-        deadline = now() + 60
-        while len(self.active) < min(o.active, 2 * o.agents) and now() < deadline:  # noqa: ASYNC110
+        # Until every seat is taken, or nothing moved for 10 s (then say what is stuck).
+        last_change, seen = now(), -1
+        while len(self.active) < min(o.active, 2 * o.agents) and now() - last_change < 10:
+            if len(self.active) != seen:
+                seen, last_change = len(self.active), now()
             await asyncio.sleep(0.2)
+        stuck = [
+            f"{c.session_id[:8]} agent={c.agent.username if c.agent else None} "
+            f"customer_active={c.customer_active} agent_active={c.agent_active}"
+            for c in self.chats.values()
+            if c.agent and not (c.customer_active and c.agent_active) and not c.ended
+        ]
+        if stuck:
+            print(f"  [system] seated but not active after the ramp: {stuck[:10]}", flush=True)
         await asyncio.sleep(2)
         ramp_s = now() - t_ramp
         rss_after, sockets_after = self.sampler.rss(self.server_names), self.open_sockets
