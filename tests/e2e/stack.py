@@ -205,3 +205,19 @@ class Stack:
             headers={"Authorization": f"Bearer {token}"},
             timeout=10.0,
         )
+
+    async def alogin(self, index: int, username: str, password: str) -> str:
+        """``login`` for async tests (does not block the event loop)."""
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            answer = await client.post(
+                self.url(index, "/api/auth/token"),
+                json={"username": username, "password": password},
+            )
+        if answer.status_code != 200:
+            raise StackError(f"login of {username} failed: {answer.status_code} {answer.text}")
+        return str(answer.json()["access"])
+
+    def aapi(self, index: int, token: str | None = None) -> httpx.AsyncClient:
+        """An async HTTP client for server ``index`` (with the bearer token, if given)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.AsyncClient(base_url=self.url(index, ""), headers=headers, timeout=10.0)
