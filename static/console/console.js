@@ -345,8 +345,15 @@
     if (!id) return;
     const known = app.chats.get(id);
     if (!known && !LIVE.has(session.status)) return; // not one of ours (any more)
-    if (known && known.status === "offered" && session.status === "waiting") {
-      forgetChat(known); // declined or timed out: it went back to its place in the queue
+    if (known && LIVE.has(known.status) && session.status === "waiting") {
+      if (known.declined) {
+        forgetChat(known); // we declined it: it went back to its place in the queue
+      } else {
+        // Either it really went back to the queue, or this is an older state that overtook a
+        // newer one on the way (states are built after their commits, in separate processes).
+        // The server's answer settles it.
+        verifyChat(known);
+      }
       return;
     }
     applySession(known || ensureChat(id), session);
@@ -372,34 +379,47 @@
     return new Set((app.agent?.seats || []).map((s) => s.session_id).filter(Boolean));
   }
 
-  async function checkFates() {
+  function checkFates() {
     const seated = seatedIds();
     for (const chat of app.chats.values()) {
-      if (!LIVE.has(chat.status) || seated.has(chat.id)) continue;
-      try {
-        const response = await fetch(`/api/sessions/${encodeURIComponent(chat.id)}`, {
-          credentials: "same-origin", headers: { Accept: "application/json" },
-        });
-        if (response.ok) {
-          const session = await response.json();
-          if (LIVE.has(session.status) && !seatedIds().has(chat.id)) {
-            chat.status = "gone";
-          } else {
-            applySession(chat, session);
-            continue;
-          }
-        } else if (response.status === 404) {
-          chat.status = "gone"; // back in the queue, or given to someone else
-        } else {
-          continue;
-        }
-      } catch (_e) {
-        continue;
+      if (LIVE.has(chat.status) && !seated.has(chat.id)) verifyChat(chat);
+    }
+  }
+
+  /** Ask the server what became of a chat whose events we may have missed or got out of order. */
+  async function verifyChat(chat) {
+    if (chat.verifying) return;
+    chat.verifying = true;
+    let status = 0;
+    let session = null;
+    try {
+      const response = await fetch(`/api/sessions/${encodeURIComponent(chat.id)}`, {
+        credentials: "same-origin", headers: { Accept: "application/json" },
+      });
+      status = response.status;
+      if (response.ok) session = await response.json();
+    } catch (_e) {
+      status = 0;
+    } finally {
+      chat.verifying = false;
+    }
+    if (app.chats.get(chat.id) !== chat) return;
+    const stillOurs = session && LIVE.has(session.status) && (!app.agent || seatedIds().has(chat.id));
+    if (stillOurs || (session && !LIVE.has(session.status) && session.status !== "waiting")) {
+      applySession(chat, session); // still ours, or ended / incomplete
+    } else if (session || status === 404) {
+      // Back in the queue or another agent's: an offer simply goes away, a chat says so.
+      if (chat.status === "offered") {
+        forgetChat(chat);
+        return;
       }
+      chat.status = session?.status === "waiting" ? "waiting" : "gone";
       chat.offer = null;
       renderChat(chat);
-      layout();
+      renderControls();
+      if (app.selectedId === chat.id) renderPanel();
     }
+    // Anything else (network trouble): the next agent.state or reconnect checks again.
   }
 
   // ---------------------------------------------------------------- chats
@@ -425,6 +445,8 @@
       customerConnected: true,
       syncedGeneration: 0,
       gapAsked: 0,
+      declined: false,
+      verifying: false,
       typingTimer: null,
       lastTypingSent: 0,
     };
@@ -448,7 +470,10 @@
       }
     });
     q(node, ".act-decline").addEventListener("click", () => {
-      socket.send({ type: "offer.decline", session_id: chat.id });
+      if (socket.send({ type: "offer.decline", session_id: chat.id })) {
+        chat.declined = true;
+        forgetChat(chat);
+      }
     });
     q(node, ".act-end").addEventListener("click", () => {
       const type = chat.endRequestedBy === "customer" ? "end.confirm" : "end.request";
@@ -513,11 +538,15 @@
     if (session.status === "active" && before === "offered") {
       setTimeout(() => q(chat.node, ".composer-input").focus(), 0);
     }
-    // Each chat catches up once per connection: everything after the last seq it shows.
-    if (LIVE.has(chat.status) && chat.syncedGeneration !== socket.generation) {
+    // Each chat catches up once per connection, when it becomes active, and whenever the state
+    // names a message it does not show yet: everything after the last seq it shows.
+    const behind = typeof session.last_seq === "number" && session.last_seq > chat.lastSeq;
+    const newConnection = chat.syncedGeneration !== socket.generation;
+    const justAccepted = chat.status === "active" && before !== "active";
+    if (LIVE.has(chat.status) && (newConnection || justAccepted || behind)) {
       if (socket.send({ type: "sync", session_id: chat.id, after_seq: chat.lastSeq })) {
         chat.syncedGeneration = socket.generation;
-        resendPending(chat);
+        if (newConnection || justAccepted) resendPending(chat);
       }
     }
     layout();

@@ -1,0 +1,488 @@
+"""The agent console in a real browser (Debian's Chromium driven by Playwright) against the real
+system: two daphne servers behind a small TCP load balancer, a Celery worker and beat.
+
+Customers are scripted: REST for their session, a ``websockets`` client for their socket.
+The console is only ever driven the way an agent drives it: clicks and keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from websockets.sync.client import ClientConnection, connect
+
+from agents.models import CustomerDataAccess
+from tests.e2e.stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "pw-console"
+Frame = dict[str, Any]
+
+
+# --- a load balancer in front of the daphne servers -------------------------------------------
+
+
+class Balancer:
+    """A TCP proxy: each new connection goes to the first live backend (so the test knows which
+    server the console's socket is on). ``pause`` refuses new connections, like a network that is
+    down; ``kill`` stops sending to a backend whose process the test has killed."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self.alive = [True] * len(ports)
+        self.paused = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.paused.is_set():
+                client.close()
+                continue
+            upstream = None
+            for index, port in enumerate(self.ports):
+                if not self.alive[index]:
+                    continue
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", port), timeout=5)
+                    upstream.settimeout(None)
+                    break
+                except OSError:
+                    continue
+            if upstream is None:
+                client.close()
+                continue
+            with self.lock:
+                self.open.append((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+
+    def cut_all(self) -> None:
+        """Drop every open connection (the network between browser and servers fails)."""
+        with self.lock:
+            pairs, self.open = self.open, []
+        for pair in pairs:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def kill(self, index: int) -> None:
+        self.alive[index] = False
+
+    def close(self) -> None:
+        self.listener.close()
+        self.cut_all()
+
+
+# --- a scripted customer ----------------------------------------------------------------------
+
+
+class Customer:
+    """A DayOne customer: REST to open the chat, a websocket for the conversation."""
+
+    def __init__(self, stack: Stack, username: str) -> None:
+        self.stack = stack
+        self.token = stack.login(1, username, PASSWORD)
+        self.api = stack.api(1, self.token)
+        self.ws: ClientConnection | None = None
+        self.session_id = ""
+        self.seen: list[Frame] = []
+
+    def start_chat(self, topic: str) -> str:
+        answer = self.api.post("/api/sessions", json={"topic": topic})
+        assert answer.status_code == 201, answer.text
+        self.session_id = answer.json()["id"]
+        self.ws = connect(
+            self.stack.ws_url(1, f"/ws/sessions/{self.session_id}/"),
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            open_timeout=10,
+        )
+        return self.session_id
+
+    def send(self, frame: Frame) -> None:
+        assert self.ws is not None
+        self.ws.send(json.dumps(frame))
+
+    def say(self, body: str) -> str:
+        client_msg_id = str(uuid.uuid4())
+        self.send({"type": "message.send", "client_msg_id": client_msg_id, "body": body})
+        self.expect("message.ack", lambda f: f["client_msg_id"] == client_msg_id)
+        return client_msg_id
+
+    def expect(
+        self, kind: str, where: Callable[[Frame], bool] | None = None, timeout: float = 15
+    ) -> Frame:
+        assert self.ws is not None
+        for frame in self.seen:
+            if frame.get("type") == kind and (where is None or where(frame)):
+                self.seen.remove(frame)
+                return frame
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frame = json.loads(self.ws.recv(timeout=left))
+            except TimeoutError:
+                break
+            if frame.get("type") == kind and (where is None or where(frame)):
+                return frame
+            self.seen.append(frame)
+        raise AssertionError(f"no {kind} frame within {timeout}s; saw {self.seen!r}")
+
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+        self.api.close()
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[Stack]:
+    from django.conf import settings
+
+    started = Stack.start(
+        servers=2,
+        database_name=settings.DATABASES["default"]["NAME"],
+        env={"OFFER_TIMEOUT_S": "40", "AGENT_CAPACITY": "2", "AUTO_ACCEPT": "0"},
+    )
+    yield started
+    print(started.logs(60))
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def balancer(stack: Stack) -> Iterator[Balancer]:
+    lb = Balancer(stack.ports)
+    yield lb
+    lb.close()
+
+
+@pytest.fixture
+def accounts(transactional_db: None) -> None:
+    """agent1 (staff, agent, offline), customer1..3 with DayOne demo data, committed."""
+    call_command("seed_demo", agents=1, customers=3, password=PASSWORD, stdout=io.StringIO())
+
+
+@pytest.fixture
+def browser(accounts: None) -> Iterator[Browser]:
+    # Playwright's sync API runs an asyncio loop in this thread while it is open, and Django
+    # refuses ORM calls while a loop runs: so the database is seeded before the browser starts,
+    # flushed after it stops, and read in between through ``db_read`` (another thread).
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def db_read(func: Callable[[], Any]) -> Any:
+    """Run ORM code outside Playwright's event loop (a thread with its own connection)."""
+    from django.db import connection
+
+    def run() -> Any:
+        try:
+            return func()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run).result()
+
+
+@pytest.fixture
+def page(browser: Browser, balancer: Balancer, accounts: None) -> Iterator[Page]:
+    context = browser.new_context(
+        viewport={"width": 1440, "height": 900}, locale="en-US", timezone_id="UTC"
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Shown by pytest only when the test fails.
+    page.on("console", lambda msg: print(f"console {msg.type}: {msg.text}"))
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: print(f"ws <- {f}")))
+    yield page
+    context.close()
+    assert errors == [], f"the page raised: {errors}"
+
+
+@pytest.fixture
+def customers(stack: Stack, accounts: None) -> Iterator[Callable[[str], Customer]]:
+    made: list[Customer] = []
+
+    def make(username: str) -> Customer:
+        customer = Customer(stack, username)
+        made.append(customer)
+        return customer
+
+    yield make
+    for customer in made:
+        customer.close()
+
+
+def log_in_and_start_shift(page: Page, balancer: Balancer) -> None:
+    page.goto(balancer.url("/console/"))
+    # Not logged in: the console sends us to the login page and back.
+    page.fill("#id_username", "agent1")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/console/")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open")
+    expect(page.locator("#status-pill")).to_have_attribute("data-status", "offline")
+    page.get_by_role("button", name="Start shift").click()
+    expect(page.locator("#status-pill")).to_have_attribute("data-status", "available")
+    expect(page.locator("#status-label")).to_have_text("Available")
+
+
+def pane_of(page: Page, session_id: str) -> Locator:
+    return page.locator(f'.pane[data-session-id="{session_id}"]')
+
+
+def accept_offer(page: Page, session_id: str) -> None:
+    pane = pane_of(page, session_id)
+    expect(pane.locator(".offer")).to_be_visible()
+    pane.get_by_role("button", name="Accept").click()
+    expect(pane).to_have_attribute("data-state", "active")
+
+
+def reply(page: Page, session_id: str, text: str) -> None:
+    box = pane_of(page, session_id).locator(".composer-input")
+    box.fill(text)
+    box.press("Enter")
+
+
+def customer_bubbles(page: Page, session_id: str) -> Locator:
+    return pane_of(page, session_id).locator(".msg.customer .bubble")
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+def test_agent_serves_a_customer_from_offer_to_break_when_everything_works(
+    page: Page, balancer: Balancer, customers: Callable[[str], Customer]
+):
+    log_in_and_start_shift(page, balancer)
+    alice = customers("customer1")
+    sid = alice.start_chat("My earbuds arrived broken")
+
+    # The offer appears with a countdown that counts down.
+    pane = pane_of(page, sid)
+    expect(pane.locator(".offer")).to_be_visible()
+    expect(pane.locator(".offer-topic")).to_contain_text("My earbuds arrived broken")
+    countdown = pane.locator(".countdown-text")
+    expect(countdown).to_have_text(re.compile(r"^\d+ s$"))
+    first = int(countdown.inner_text().split()[0])
+    assert 30 <= first <= 40
+    page.wait_for_timeout(2100)
+    assert int(countdown.inner_text().split()[0]) <= first - 2
+    assert page.title().startswith("●")
+
+    accept_offer(page, sid)
+    alice.expect("session.state", lambda f: f["session"]["status"] == "active")
+    expect(pane.locator(".presence")).to_have_text("Customer online")
+
+    # Messages both ways, with typing and read receipts.
+    alice.send({"type": "typing"})
+    expect(pane.locator(".typing")).to_be_visible()
+    alice.say("Hi, one of the buds does not charge.")
+    expect(customer_bubbles(page, sid)).to_have_text(["Hi, one of the buds does not charge."])
+    expect(pane.locator(".typing")).to_be_hidden()
+    reply(page, sid, "Sorry about that! Let me look at your order.")
+    got = alice.expect("message", lambda f: f["message"]["sender"] == "agent")
+    assert got["message"]["body"] == "Sorry about that! Let me look at your order."
+    agent_msg = pane.locator(".msg.agent[data-seq]")
+    expect(agent_msg.locator(".receipt")).to_have_text("Sent")
+    alice.send({"type": "read", "seq": got["message"]["seq"]})
+    expect(agent_msg.locator(".receipt")).to_have_text("Read")
+
+    # The customer's orders, with items and status; the read is on the access log.
+    pane.locator(".pane-head").click()
+    page.get_by_role("tab", name="Orders").click()
+    orders = page.locator("#panel-body .record.order")
+    expect(orders.first).to_be_visible()
+    expect(orders.first.locator(".badge")).to_have_text(
+        re.compile("delivered|shipped|placed|cancelled|returned")
+    )
+    assert orders.first.locator(".items li").count() >= 1
+    assert db_read(
+        lambda: CustomerDataAccess.objects.filter(
+            what="orders", ok=True, session_id=sid, agent__user__username="agent1"
+        ).exists()
+    )
+
+    # A break while a chat is open waits for the chat to end.
+    take_break = page.get_by_role("button", name="Break after current chats")
+    take_break.click()
+    expect(page.locator("#status-pill")).to_have_attribute("data-status", "break_pending")
+    expect(page.locator("#status-label")).to_contain_text("Break after current chats")
+
+    pane.get_by_role("button", name="End chat…").click()
+    alice.expect("end.requested", lambda f: f["by"] == "agent")
+    expect(pane.locator(".end-notice")).to_contain_text("Waiting for the customer to confirm")
+    alice.send({"type": "end.confirm"})
+    expect(pane).to_have_attribute("data-state", "ended")
+    expect(pane.locator(".end-notice")).to_contain_text("mutual agreement")
+    expect(page.locator("#status-pill")).to_have_attribute("data-status", "on_break")
+    expect(page.locator("#status-label")).to_have_text("On break")
+    expect(page.get_by_role("button", name="Back from break")).to_be_visible()
+    # The customer's data closes with the chat.
+    expect(page.locator("#panel-body")).to_contain_text("no longer yours")
+
+
+def test_console_holds_two_chats_side_by_side_when_two_customers_arrive(
+    page: Page, balancer: Balancer, customers: Callable[[str], Customer]
+):
+    log_in_and_start_shift(page, balancer)
+    alice, bob = customers("customer1"), customers("customer2")
+    a = alice.start_chat("Where is my order?")
+    b = bob.start_chat("Refund for a returned watch")
+
+    accept_offer(page, a)
+    accept_offer(page, b)
+    expect(page.locator(".pane[data-state=active]")).to_have_count(2)
+    seats = page.locator(".slot .pane .seat-label")
+    expect(seats).to_have_text(["Seat 1", "Seat 2"])
+
+    alice.say("It was due on Monday.")
+    bob.say("I sent the watch back two weeks ago.")
+    expect(customer_bubbles(page, a)).to_have_text(["It was due on Monday."])
+    expect(customer_bubbles(page, b)).to_have_text(["I sent the watch back two weeks ago."])
+
+    reply(page, a, "Let me check the tracking for you.")
+    reply(page, b, "Thanks, I can see the return. One moment.")
+    assert alice.expect("message", lambda f: f["message"]["sender"] == "agent")["message"][
+        "body"
+    ] == ("Let me check the tracking for you.")
+    assert bob.expect("message", lambda f: f["message"]["sender"] == "agent")["message"][
+        "body"
+    ] == ("Thanks, I can see the return. One moment.")
+    alice.say("Thank you!")
+    bob.send({"type": "typing"})
+
+    # The selected chat's customer data follows the selection.
+    pane_of(page, b).locator(".pane-head").click()
+    page.get_by_role("tab", name="Transactions").click()
+    expect(page.locator("#panel-body .record.transaction").first).to_be_visible()
+    pane_of(page, a).locator(".pane-head").click()
+    page.get_by_role("tab", name="Orders").click()
+    expect(page.locator("#panel-body .record.order").first).to_be_visible()
+    expect(page.locator("#btn-break-request")).to_have_text("Break after current chats")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console.png"))
+
+
+def test_console_shows_markup_in_a_message_as_text_when_a_customer_sends_a_script(
+    page: Page, balancer: Balancer, customers: Callable[[str], Customer]
+):
+    log_in_and_start_shift(page, balancer)
+    mallory = customers("customer3")
+    sid = mallory.start_chat("<b>bold</b> topic")
+    accept_offer(page, sid)
+    evil = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+    mallory.say(evil)
+
+    expect(customer_bubbles(page, sid)).to_have_text([evil])
+    pane = pane_of(page, sid)
+    assert pane.locator(".transcript script, .transcript img").count() == 0
+    expect(pane.locator(".topic")).to_have_text("<b>bold</b> topic")
+    assert page.evaluate("() => window.__pwned") is None
+
+
+def test_console_reconnects_and_shows_what_was_sent_meanwhile_once_when_its_server_dies(
+    page: Page, balancer: Balancer, stack: Stack, customers: Callable[[str], Customer]
+):
+    log_in_and_start_shift(page, balancer)
+    alice = customers("customer1")
+    sid = alice.start_chat("Changing my address")
+    accept_offer(page, sid)
+    alice.say("Before the outage")
+    expect(customer_bubbles(page, sid)).to_have_text(["Before the outage"])
+
+    # First a cut from the page's side (the socket closes; the server stays up).
+    page.evaluate("() => window.dayoneConsole.drop()")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=15000)
+
+    # Then the server the console is on dies, and the network stays down for a moment while
+    # the customer (on the other server) keeps writing.
+    balancer.paused.set()
+    balancer.kill(0)
+    stack.kill_server(0)
+    expect(page.locator("#conn")).to_have_attribute("data-state", "retrying")
+    expect(page.locator("#banner")).to_contain_text("Connection lost")
+    alice.say("During the outage, one")
+    alice.say("During the outage, two")
+    # The agent writes too; the reply waits for the connection and is sent once.
+    reply(page, sid, "Still here, reconnecting")
+    expect(pane_of(page, sid).locator(".msg.pending")).to_have_count(1)
+    page.wait_for_timeout(500)
+    balancer.paused.clear()
+
+    expect(page.locator("#conn")).to_have_attribute("data-state", "open", timeout=20000)
+    expect(customer_bubbles(page, sid)).to_have_text(
+        ["Before the outage", "During the outage, one", "During the outage, two"]
+    )
+    got = alice.expect("message", lambda f: f["message"]["sender"] == "agent")
+    assert got["message"]["body"] == "Still here, reconnecting"
+    pane = pane_of(page, sid)
+    expect(pane.locator(".msg.agent[data-seq]")).to_have_count(1)
+    expect(pane.locator(".msg.pending")).to_have_count(0)
+    seqs = [
+        int(s)
+        for s in pane.locator(".msg[data-seq]").evaluate_all(
+            "items => items.map(i => i.dataset.seq)"
+        )
+    ]
+    assert seqs == sorted(set(seqs)), f"every message once, in order: {seqs}"
+    # And the conversation goes on.
+    alice.say("After the outage")
+    expect(customer_bubbles(page, sid).last).to_have_text("After the outage")
