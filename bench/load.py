@@ -186,6 +186,7 @@ async def run_pairs(
     seed: int,
     sampler: Sampler,
     server_names: list[str],
+    on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, object]:
     """Drive a floor: ``pairs`` pairs of sockets (the active chats), ``idle`` sockets that only
     listen (the waiting customers), the same Poisson message steps as the real system."""
@@ -240,6 +241,8 @@ async def run_pairs(
     try:
         for step_index, (rate, duration) in enumerate(steps):
             print(f"  [{label}] step {step_index + 1}: {rate:g} msg/s for {duration:g} s")
+            if on_step is not None:
+                on_step(step_index, duration)
             start = now()
             lag = await poisson(rate, duration, rng, fire)
             results.append(StepResult(rate, duration, start, now(), lag))

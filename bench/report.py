@@ -41,6 +41,10 @@ def verdict(value: float | None, target: float) -> str:
     return f"missed ({value / target:.1f}× the target)"
 
 
+def nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
 def correct(results: dict) -> bool:
     system = results.get("system")
     if not system:
@@ -122,7 +126,7 @@ def table(results: dict) -> str:
         ]
         for key, name in (("floor_websockets", "websockets"), ("floor_channels", "Channels")):
             floor = step_at(results.get(key), low)
-            if floor and floor["latency"]["p50_ms"]:
+            if floor and floor["latency"]["p50_ms"] and s_low["latency"]["p50_ms"] is not None:
                 rows.append(
                     (
                         f"p50 as a multiple of the {name} floor",
@@ -131,7 +135,7 @@ def table(results: dict) -> str:
                         "×",
                     )
                 )
-                if floor["latency"]["p99_ms"]:
+                if floor["latency"]["p99_ms"] and s_low["latency"]["p99_ms"] is not None:
                     rows.append(
                         (
                             f"p99 as a multiple of the {name} floor",
@@ -168,7 +172,8 @@ def table(results: dict) -> str:
             f"open sockets {system['sockets']}, messages sent {c['messages_sent']}, "
             f"stored {c['messages_stored']}, refused {c['refused']}, chats ended "
             f"{system['chats_ended']}, offers {system['matching']['offers']}, breaks "
-            f"{system['breaks_taken']}, errors {system['errors']}"
+            f"{system['breaks_taken']}, PostgreSQL connections (peak) "
+            f"{system.get('db_connections_peak')}, errors {system['errors']}"
         )
     for key in ("floor_websockets", "floor_channels"):
         if results.get(key):
@@ -235,11 +240,15 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         steps = sorted(result["steps"], key=lambda s: s["rate"])
         x = [s["rate"] for s in steps]
         ax.plot(
-            x, [s["latency"]["p50_ms"] for s in steps], "o-", color=colors[key], label=f"{name} p50"
+            x,
+            [nan(s["latency"]["p50_ms"]) for s in steps],
+            "o-",
+            color=colors[key],
+            label=f"{name} p50",
         )
         ax.plot(
             x,
-            [s["latency"]["p99_ms"] for s in steps],
+            [nan(s["latency"]["p99_ms"]) for s in steps],
             "s--",
             color=colors[key],
             label=f"{name} p99",
@@ -256,3 +265,42 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     plt.close(fig)
     made.append(path)
     return made
+
+
+def profile_summary(path: Path, top: int = 30) -> str:
+    """Where the samples of a py-spy ``--format raw`` profile fall: the busiest functions of our
+    code and of the libraries in the path of a message, inclusive, as shares of all samples."""
+    from collections import Counter
+
+    total = 0
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0] + ")"
+            for f in stack.split(";")
+        ]
+        leaf[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    if not total:
+        return f"{path.name}: no samples\n"
+    lines = [f"{path.name}: {total} samples", "", "inclusive:"]
+    boring = ("threading.py", "thread.py", "<module>", "base_events.py", "events.py", "cli.py")
+    shown = 0
+    for frame, n in inclusive.most_common():
+        if any(b in frame for b in boring):
+            continue
+        lines.append(f"  {100 * n / total:5.1f}%  {frame}")
+        shown += 1
+        if shown >= top:
+            break
+    lines.append("self (leaf):")
+    for frame, n in leaf.most_common(12):
+        lines.append(f"  {100 * n / total:5.1f}%  {frame}")
+    return "\n".join(lines) + "\n"

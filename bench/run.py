@@ -86,9 +86,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         type=int,
         metavar="STEP",
-        help="py-spy the daphne processes during load step STEP (1-based) of the system",
+        help="py-spy every server process during load step STEP (1-based)",
     )
     parser.add_argument("--label", default="", help="a word for the results file name")
+    parser.add_argument("--out", type=Path, help="also write the results JSON here")
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
@@ -194,6 +195,7 @@ async def drive_floor(
     proc = stack.start_floor_websockets() if name == "websockets" else stack.start_floor_channels()
     sampler.watch(proc.name, proc.popen.pid)
     sampler.start()
+    profiler = Profiler(stack.run_dir, {proc.name: proc.popen.pid}, args.profile)
     try:
         return await run_pairs(
             label=f"floor {name}",
@@ -204,10 +206,29 @@ async def drive_floor(
             seed=args.seed,
             sampler=sampler,
             server_names=[proc.name],
-        )
+            on_step=profiler,
+        ) | {"profiles": [str(p) for p in profiler.finish()]}
     finally:
         await sampler.stop()
         stack.stop(proc)
+
+
+async def watch_connections(stack: Stack, sampler: Sampler) -> None:
+    """How many PostgreSQL connections the stack holds (the server's max_connections is a
+    limit the stack can hit long before CPU does)."""
+    from bench.stack import pg_connect
+
+    def count() -> int:
+        with pg_connect(stack.db, "postgres") as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [stack.db["NAME"]]
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+    while True:
+        with contextlib.suppress(Exception):
+            sampler.db_connections.append((time.monotonic(), await asyncio.to_thread(count)))
+        await asyncio.sleep(2)
 
 
 async def drive_system(
@@ -236,13 +257,16 @@ async def drive_system(
         break_s=args.break_s,
         seed=args.seed,
     )
+    connections = asyncio.create_task(watch_connections(stack, sampler))
     system = System(
         opts, [f"http://127.0.0.1:{w.port}" for w in webs], sampler, [w.name for w in webs]
     )
     try:
         result = await system.run(profiler)
     finally:
+        connections.cancel()
         await sampler.stop()
+    result["db_connections_peak"] = max((n for _, n in sampler.db_connections), default=None)
     result["profiles"] = [str(p) for p in profiler.finish()]
     return result
 
@@ -289,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
     out = run_dir / "results.json"
     out.write_text(json.dumps(results, indent=1))
     shutil.copy(out, RESULTS / "latest.json")
+    if args.out:
+        shutil.copy(out, args.out)
     plots = report.plots(results, args.plots_dir)
     text = report.table(results)
+    for key in ("floor_websockets", "floor_channels", "system"):
+        for profile in (results.get(key) or {}).get("profiles", []):
+            text += "\n" + report.profile_summary(Path(profile))
     (run_dir / "summary.md").write_text(text)
     print(text)
     print(f"results: {out}; plots: {', '.join(str(p) for p in plots)}")

@@ -80,6 +80,7 @@ class Sampler:
         self.watched: dict[str, Watched] = {}
         self._task: asyncio.Task[None] | None = None
         self.system: list[tuple[float, float]] = []  # (t, system-wide CPU percent of all cores)
+        self.db_connections: list[tuple[float, int]] = []
 
     def watch(self, name: str, pid: int) -> None:
         with contextlib.suppress(psutil.Error):
