@@ -80,3 +80,16 @@ def test_console_escapes_the_agent_name_when_it_contains_markup(client, agent):
     html = client.get("/console/").content.decode()
     assert "<b>Pat</b>" not in html
     assert "&lt;b&gt;Pat&lt;/b&gt;" in html
+
+
+def test_admin_links_to_the_console_when_the_staff_user_is_an_agent(client, agent):
+    client.force_login(agent.user)
+    html = client.get("/admin/").content.decode()
+    assert 'id="console-link"' in html
+    assert 'href="/console/"' in html
+
+
+def test_admin_has_no_console_link_when_the_staff_user_is_not_an_agent(client):
+    client.force_login(User.objects.create_user(username="lead_q", password="pw", is_staff=True))
+    html = client.get("/admin/").content.decode()
+    assert "console-link" not in html
