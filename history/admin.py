@@ -1,11 +1,11 @@
-"""Purge records (read-only, kept for compliance) and the queue samples behind the charts."""
+"""Purge records, read-only (kept for compliance). Queue samples are seen on the dashboard."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 from django.http import HttpRequest
 
-from history.models import PurgeRecord, QueueSample
+from history.models import PurgeRecord
 
 
 class _ReadOnly(admin.ModelAdmin):
@@ -39,13 +39,6 @@ class PurgeRecordAdmin(_ReadOnly):
     @admin.display(boolean=True, description="completed")
     def completed(self, record: PurgeRecord) -> bool:
         return record.completed
-
-
-@admin.register(QueueSample)
-class QueueSampleAdmin(_ReadOnly):
-    list_display = ("at", "waiting", "offered", "active", "longest_wait_s", "free_seats")
-    date_hierarchy = "at"
-    readonly_fields = [f.name for f in QueueSample._meta.fields]
 
 
 admin.site.site_header = "DayOne Chat — support"

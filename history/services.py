@@ -71,7 +71,6 @@ SUPPORT_LEAD_PERMISSIONS: Final[tuple[tuple[str, str], ...]] = (
     ("agents", "view_customerdataaccess"),
     ("matching", "view_assignment"),
     ("history", "view_purgerecord"),
-    ("history", "view_queuesample"),
     ("history", "view_queue"),
     ("history", "intervene_session"),
     ("history", "force_agent_status"),

@@ -20,7 +20,6 @@ SUPPORT_LEAD_PERMISSIONS = (
     ("agents", "view_customerdataaccess"),
     ("matching", "view_assignment"),
     ("history", "view_purgerecord"),
-    ("history", "view_queuesample"),
     ("history", "view_queue"),
     ("history", "intervene_session"),
     ("history", "force_agent_status"),
