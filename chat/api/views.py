@@ -22,6 +22,7 @@ from rest_framework.views import APIView
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from chat import selectors, services
+from chat.api import schema as _schema  # noqa: F401  (registers the bearer scheme)
 from chat.api import serializers as s
 from chat.api.authentication import BearerAuthentication, ticket_issue
 from chat.api.listing import Cursor, session_history_page
@@ -94,6 +95,7 @@ class SessionListView(ApiView):
         parameters=[s.SessionListQuerySerializer],
         responses={200: s.SessionPageSerializer, 400: s.ErrorSerializer, 401: ERRORS[401]},
         summary="The caller's sessions of the last HISTORY_DAYS, newest first",
+        operation_id="sessions_list",
     )
     def get(self, request: Request) -> Response:
         query = s.SessionListQuerySerializer(data=request.query_params)
@@ -137,6 +139,7 @@ class SessionDetailView(ApiView):
         parameters=[SESSION_ID],
         responses={200: s.SessionSerializer, 401: ERRORS[401], 404: ERRORS[404]},
         summary="One session (the customer's own, or one assigned to the calling agent)",
+        operation_id="sessions_retrieve",
     )
     def get(self, request: Request, session_id: UUID) -> Response:
         session, role = selectors.session_get_for_user(session_id=session_id, user=request.user)
