@@ -237,8 +237,8 @@ async def drive_system(
     print(f"  [system] preparing the database {stack.db['NAME']}", flush=True)
     customers = int((args.active + args.waiting) * 1.3) + 10
     started = time.monotonic()
-    stack.prepare_database(args.agents, customers)
-    print(f"  [system] migrated and seeded in {time.monotonic() - started:.1f} s", flush=True)
+    how = stack.prepare_database(args.agents, customers)
+    print(f"  [system] database {how} in {time.monotonic() - started:.1f} s", flush=True)
     webs = stack.start_system(args.servers, args.worker_concurrency)
     for proc in stack.procs:
         sampler.watch(proc.name, proc.popen.pid)
