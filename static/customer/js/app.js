@@ -537,9 +537,15 @@ class Chat {
       case "session.state":
         this.applySession(frame.session || frame);
         break;
-      case "message":
-        this.addMessage(frame.message || frame);
+      case "message": {
+        const message = frame.message || frame;
+        this.addMessage(message);
+        const listed = historyState.items.get(this.id);
+        if (listed && (!listed.last_message || listed.last_message.seq < message.seq)) {
+          updateHistoryItem({ id: this.id, last_message: message, last_seq: message.seq });
+        }
         break;
+      }
       case "message.ack":
         this.ack(frame.client_msg_id, frame.seq);
         break;
@@ -789,11 +795,10 @@ function historyNode(session) {
   button.appendChild(top);
   const bottom = el("span", "history-bottom");
   const last = session.last_message;
-  const preview = last
-    ? `${last.sender === "customer" ? "You: " : ""}${last.body}`
-    : agentName(session)
-      ? `With ${agentName(session)}`
-      : "No messages";
+  let preview = "No messages";
+  if (last) preview = `${last.sender === "customer" ? "You: " : ""}${last.body}`;
+  else if (agentName(session)) preview = `With ${agentName(session)}`;
+  else if (LIVE.has(session.status)) preview = "Waiting for an agent";
   bottom.appendChild(el("span", "history-preview", preview));
   bottom.appendChild(el("span", `badge badge-${session.status}`, statusLabel(session)));
   button.appendChild(bottom);
