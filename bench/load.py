@@ -145,11 +145,19 @@ async def gather_limited(coros: list[Awaitable[object]], limit: int) -> list[obj
     return await asyncio.gather(*(one(c) for c in coros))
 
 
-async def wait_drained(tracker: Tracker, seconds: float) -> None:
-    """Give messages still in flight up to ``seconds`` to arrive (polled: cheap, and rare)."""
-    deadline = now() + seconds
-    while tracker.pending() and now() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.1)
+async def wait_drained(tracker: Tracker, seconds: float, longest: float = 120) -> float:
+    """Wait for messages still in flight: while they keep arriving (a server working off a
+    backlog), up to ``longest`` s; stop when nothing arrived for ``seconds``. Returns how long
+    it waited, which the report shows: a long drain is a backlog, not a loss."""
+    started = last_progress = now()
+    pending = tracker.pending()
+    while pending and now() - last_progress < seconds and now() - started < longest:
+        await asyncio.sleep(0.2)
+        still = tracker.pending()
+        if still < pending:
+            last_progress = now()
+        pending = still
+    return now() - started
 
 
 class Progress:
@@ -238,6 +246,7 @@ async def run_pairs(
     progress = Progress(label, tracker, lambda: f"{len(sockets)} sockets")
     progress_task = asyncio.create_task(progress.run())
     results: list[StepResult] = []
+    drain_s = 0.0
     try:
         for step_index, (rate, duration) in enumerate(steps):
             print(f"  [{label}] step {step_index + 1}: {rate:g} msg/s for {duration:g} s")
@@ -246,7 +255,7 @@ async def run_pairs(
             start = now()
             lag = await poisson(rate, duration, rng, fire)
             results.append(StepResult(rate, duration, start, now(), lag))
-        await wait_drained(tracker, 10)
+        drain_s = await wait_drained(tracker, 10)
     finally:
         progress_task.cancel()
         for ws in sockets.values():
@@ -259,6 +268,7 @@ async def run_pairs(
         "idle_socket_bytes": (rss_after - rss_before) / max(opened, 1),
         "steps": step_summaries(results, tracker, sampler),
         "totals": tracker.totals(),
+        "drain_s": round(drain_s, 1),
     }
 
 

@@ -190,6 +190,8 @@ def server_cpu_s(step: dict, key: str) -> float:
     for name, figures in step["processes"].items():
         if name == "machine":
             continue
+        if name == "load_generator":
+            continue
         if key == "system" or name.startswith("floor"):
             total += figures.get("cpu_s", 0.0)
     return total

@@ -76,6 +76,16 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--servers", type=int, default=1, help="daphne processes (default 1)")
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument(
+        "--settings",
+        default="bench.settings",
+        help="Django settings of the stack (default bench.settings: the project's, DEBUG off)",
+    )
+    parser.add_argument(
+        "--asgi-threads",
+        type=int,
+        help="ASGI_THREADS for daphne: its thread pool for database calls (default 2 cores + 4)",
+    )
+    parser.add_argument(
         "--targets",
         default="websockets,channels,system",
         help="which of websockets,channels,system to run (default all three)",
@@ -283,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         f"waiting, steps {args.steps}, {args.servers} daphne; logs in {run_dir}",
         flush=True,
     )
-    stack = Stack(run_dir=run_dir, db=bench_database())
+    stack = Stack(run_dir=run_dir, db=bench_database(), settings=args.settings)
+    if args.asgi_threads:
+        stack.extra_env["ASGI_THREADS"] = str(args.asgi_threads)
     results: dict[str, object] = {
         "mode": mode,
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -294,8 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     results["config"]["plots_dir"] = str(args.plots_dir)
     try:
         for target in args.targets:
-            print(f"== {target}", flush=True)
+            print(f"== {target} (load average {os.getloadavg()[0]:.1f})", flush=True)
             sampler = Sampler()
+            # The clients share the two cores with the servers: their CPU is reported too.
+            sampler.watch("load_generator", os.getpid())
+            load_before = os.getloadavg()[0]
             if target == "system":
                 system = asyncio.run(drive_system(stack, args, sampler, run_dir))
                 print("  [system] checking the database", flush=True)
@@ -307,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                 results["system"] = system
             else:
                 results[f"floor_{target}"] = asyncio.run(drive_floor(target, stack, args, sampler))
+            key = "system" if target == "system" else f"floor_{target}"
+            # Other work on the machine (the 1-minute load average; 2 = both cores busy).
+            results[key]["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     finally:
         stack.stop_all()
     results["elapsed_s"] = round(time.monotonic() - started, 1)

@@ -103,11 +103,13 @@ class Stack:
     run_dir: Path
     db: dict[str, object]
     procs: list[Proc] = field(default_factory=list)
+    settings: str = "bench.settings"
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, **extra: str) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
-            DJANGO_SETTINGS_MODULE="bench.settings",
+            DJANGO_SETTINGS_MODULE=self.settings,
             DATABASE_NAME=str(self.db["NAME"]),
             PYTHONPATH=str(ROOT),
             PYTHONUNBUFFERED="1",
@@ -115,6 +117,7 @@ class Stack:
             CHANNEL_LAYER_PREFIX=os.environ.get("CHANNEL_LAYER_PREFIX") or "bench",
             CELERY_QUEUE=os.environ.get("CELERY_QUEUE") or "bench",
         )
+        env.update(self.extra_env)
         env.update(extra)
         return env
 

@@ -519,7 +519,7 @@ class System:
             open_sockets.append(self.open_sockets)
         breaks.cancel()
         self.arrivals_on = False
-        await wait_drained(self.tracker, 15)
+        drain_s = await wait_drained(self.tracker, 15)
         steps = step_summaries(results, self.tracker, self.sampler)
         for step, sockets in zip(steps, open_sockets, strict=True):
             step["open_sockets"] = sockets
@@ -527,6 +527,7 @@ class System:
             "sockets": sockets_after,
             "idle_socket_bytes": idle_bytes,
             "ramp_s": round(ramp_s, 1),
+            "drain_s": round(drain_s, 1),
             "steps": steps,
             "totals": self.tracker.totals(),
             "matching": self.matching_summary(),
