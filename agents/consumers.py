@@ -107,7 +107,9 @@ class AgentConsumer(ChatSocket):
         super().__init__(*args, **kwargs)
         # The sessions this console carries (OFFERED/ACTIVE with this agent), by id.
         self.streams: dict[UUID, SeqStream] = {}
-        self.leaving: set[UUID] = set()
+        # Sessions that stopped being ours a moment ago (see LEAVE_DELAY_S), with their streams
+        # kept in case they come back (an offer declined and made again to us).
+        self.leaving: dict[UUID, SeqStream] = {}
         # Last session.state sent per session: the agent group and the session group both
         # carry it, and the console needs it once.
         self.last_state: dict[UUID, Frame] = {}
@@ -142,21 +144,23 @@ class AgentConsumer(ChatSocket):
             await db(agent_services.agent_disconnected)(channel_name=self.channel_name)
 
     async def take(self, session_id: UUID, last_seq: int | None) -> None:
-        self.leaving.discard(session_id)
-        if session_id not in self.streams:
+        if session_id in self.leaving:
+            self.streams[session_id] = self.leaving.pop(session_id)
+        elif session_id not in self.streams:
             self.streams[session_id] = SeqStream(session_id=session_id, last_sent=last_seq)
         await self.join(events.session_group(session_id))
 
     def let_go(self, session_id: UUID) -> None:
-        if self.streams.pop(session_id, None) is None:
+        stream = self.streams.pop(session_id, None)
+        if stream is None:
             return
-        self.leaving.add(session_id)
+        self.leaving[session_id] = stream
         self.spawn(self._leave_later(session_id))
 
     async def _leave_later(self, session_id: UUID) -> None:
         await asyncio.sleep(LEAVE_DELAY_S)
         if session_id in self.leaving:  # not taken back in the meantime (a new offer)
-            self.leaving.discard(session_id)
+            del self.leaving[session_id]
             for memory in (self.last_state, self.last_control, self.customers):
                 memory.pop(session_id, None)
             await self.leave(events.session_group(session_id))
@@ -309,6 +313,7 @@ class AgentConsumer(ChatSocket):
                     return
                 await self.take(session_id, event["session"].get("last_seq"))
             await self.send_state(session_id, event)
+            await self.catch_up(self.streams[session_id], event["session"])
         elif session_id in self.streams or session_id in self.leaving:
             await self.send_state(session_id, event)
             self.let_go(session_id)
@@ -328,17 +333,3 @@ class AgentConsumer(ChatSocket):
             return
         self.last_state[session_id] = event
         await self.send_frame(event)
-
-    async def relay_message(self, stream: SeqStream, event: Frame) -> None:
-        seq = event["message"]["seq"]
-        verdict = stream.accept_live(seq)
-        if verdict == "send":
-            await self.send_frame(event)
-            stream.sent(seq)
-        elif verdict == "gap":
-            after = stream.last_sent or 0
-            frames = await db(messages_since)(session_id=stream.session_id, after_seq=after)
-            for frame in frames:
-                if frame["message"]["seq"] > (stream.last_sent or 0):
-                    await self.send_frame(frame)
-                    stream.sent(frame["message"]["seq"])

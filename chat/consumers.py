@@ -320,6 +320,36 @@ class ChatSocket(AsyncWebsocketConsumer):
     async def chat_event(self, message: dict[str, Any]) -> None:
         await self.relay(message["event"])
 
+    async def relay_message(self, stream: SeqStream, event: Frame) -> None:
+        seq = event["message"]["seq"]
+        verdict = stream.accept_live(seq)
+        if verdict == "send":
+            await self.send_frame(event)
+            stream.sent(seq)
+        elif verdict == "gap":
+            await self.fill_gap(stream)
+
+    async def fill_gap(self, stream: SeqStream) -> None:
+        """Send, from the database, every message after the highest one sent."""
+        after = stream.last_sent or 0
+        for frame in await db(messages_since)(session_id=stream.session_id, after_seq=after):
+            seq = frame["message"]["seq"]
+            if stream.last_sent is None or seq > stream.last_sent:
+                await self.send_frame(frame)
+                stream.sent(seq)
+
+    async def catch_up(self, stream: SeqStream, state: Frame) -> None:
+        """A session.state names the session's ``last_seq``: if this socket has sent less, a
+        message event was lost or is late (or was dropped while the session looked like it
+        was not ours), so read the rest from the database."""
+        last_seq = state.get("last_seq")
+        if (
+            stream.last_sent is not None
+            and isinstance(last_seq, int)
+            and last_seq > stream.last_sent
+        ):
+            await self.fill_gap(stream)
+
     async def relay(self, event: Frame) -> None:
         raise NotImplementedError
 
@@ -520,7 +550,7 @@ class CustomerConsumer(ChatSocket):
     async def relay(self, event: Frame) -> None:
         kind = event.get("type")
         if kind == events.MESSAGE:
-            await self.relay_message(event)
+            await self.relay_message(self.stream, event)
         elif kind == events.QUEUE_CHANGED:
             await self.on_queue_changed(event)
         elif kind == events.SESSION_STATE:
@@ -532,22 +562,6 @@ class CustomerConsumer(ChatSocket):
         else:
             await self.send_frame(event)
 
-    async def relay_message(self, event: Frame) -> None:
-        seq = event["message"]["seq"]
-        verdict = self.stream.accept_live(seq)
-        if verdict == "send":
-            await self.send_frame(event)
-            self.stream.sent(seq)
-        elif verdict == "gap":
-            await self.fill_gap()
-
-    async def fill_gap(self) -> None:
-        after = self.stream.last_sent or 0
-        for frame in await db(messages_since)(session_id=self.session_id, after_seq=after):
-            if frame["message"]["seq"] > (self.stream.last_sent or 0):
-                await self.send_frame(frame)
-                self.stream.sent(frame["message"]["seq"])
-
     async def on_session_state(self, event: Frame) -> None:
         previous = self.state.get("status")
         self.state = event["session"]
@@ -555,6 +569,7 @@ class CustomerConsumer(ChatSocket):
         if spp is not None:
             self.seconds_per_position = spp
         await self.send_frame(event)
+        await self.catch_up(self.stream, self.state)
         status = self.state["status"]
         if status in QUEUE_STATUSES and previous not in QUEUE_STATUSES:
             # Back in the queue (resumed, or sent back): maybe with a new ticket.

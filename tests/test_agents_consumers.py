@@ -177,8 +177,8 @@ async def test_offer_expires_and_the_agent_goes_away_when_not_accepted_in_time(s
     await adb(matching_services.tick)()
     expired = await console.expect("offer.expired")
     assert expired["session_id"] == str(session.id)
-    seen = console.seen + await console.drain()
-    assert [f["status"] for f in seen if f["type"] == "agent.state"][-1] == "away"
+    await console.drain()
+    assert [f["status"] for f in console.seen if f["type"] == "agent.state"][-1] == "away"
     await console.send({"type": "available"})
     await console.expect("agent.state", lambda f: f["status"] == "available")
     await console.close()
@@ -331,3 +331,19 @@ async def test_console_leaves_a_session_when_it_ends_and_hears_no_more_of_it():
     await console.send({"type": "typing", "session_id": str(session.id)})
     assert (await console.expect("error"))["code"] == "not_found"
     await console.close()
+
+
+async def test_console_gets_messages_sent_while_offered_once_when_it_accepts():
+    agent = await make_agent()
+    console = await console_of(agent)
+    session = await make_session()
+    await console.expect("offer")
+    customer = await customer_of(session)
+    await customer.send({"type": "message.send", "client_msg_id": new_id(), "body": "anyone?"})
+    await customer.expect("message.ack")
+    await console.send({"type": "offer.accept", "session_id": str(session.id)})
+    await console.expect("session.state", lambda f: f["session"]["status"] == "active")
+    await console.drain(0.5)
+    assert [f["message"]["body"] for f in console.seen if f["type"] == "message"] == ["anyone?"]
+    await console.close()
+    await customer.close()

@@ -63,7 +63,8 @@ async def test_whole_conversation_when_customer_and_agent_are_on_different_serve
     assert (await customer.expect("session.ended"))["reason"] == "mutual"
     assert (await agent.expect("session.ended"))["reason"] == "mutual"
     # The seat was freed in the same transaction: its agent.state came just before.
-    seats = [f["seats"] for f in agent.seen + await agent.drain() if f["type"] == "agent.state"]
+    await agent.drain()
+    seats = [f["seats"] for f in agent.seen if f["type"] == "agent.state"]
     assert [s["session_id"] for s in seats[-1]] == [None, None]
     await customer.close()
     await agent.close()

@@ -45,7 +45,8 @@ async def test_offer_expires_and_the_agent_goes_away_when_not_accepted_in_time(s
     # Nobody accepts: after OFFER_TIMEOUT_S the tick takes the offer back.
     expired = await agent.expect("offer.expired", timeout=10)
     assert expired["session_id"] == session_id
-    states = [f["status"] for f in agent.seen + await agent.drain() if f["type"] == "agent.state"]
+    await agent.drain()
+    states = [f["status"] for f in agent.seen if f["type"] == "agent.state"]
     assert states[-1] == "away"
     back = await customer.expect("session.state", lambda f: f["session"]["status"] == "waiting")
     assert back["session"]["position"] == 1
