@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +131,11 @@ class Balancer:
 class Customer:
     """A DayOne customer: REST to open the chat, a websocket for the conversation."""
 
-    def __init__(self, stack: Stack, username: str) -> None:
+    def __init__(self, stack: Stack, username: str, *, server: int = 1) -> None:
         self.stack = stack
-        self.token = stack.login(1, username, PASSWORD)
-        self.api = stack.api(1, self.token)
+        self.server = server
+        self.token = stack.login(server, username, PASSWORD)
+        self.api = stack.api(server, self.token)
         self.ws: ClientConnection | None = None
         self.session_id = ""
         self.seen: list[Frame] = []
@@ -143,7 +145,7 @@ class Customer:
         assert answer.status_code == 201, answer.text
         self.session_id = answer.json()["id"]
         self.ws = connect(
-            self.stack.ws_url(1, f"/ws/sessions/{self.session_id}/"),
+            self.stack.ws_url(self.server, f"/ws/sessions/{self.session_id}/"),
             additional_headers={"Authorization": f"Bearer {self.token}"},
             open_timeout=10,
         )
@@ -194,7 +196,14 @@ def stack(django_db_setup: None, django_db_blocker: Any) -> Iterator[Stack]:
     started = Stack.start(
         servers=2,
         database_name=settings.DATABASES["default"]["NAME"],
-        env={"OFFER_TIMEOUT_S": "40", "AGENT_CAPACITY": "2", "AUTO_ACCEPT": "0"},
+        env={
+            "OFFER_TIMEOUT_S": "40",
+            "AGENT_CAPACITY": "2",
+            "AUTO_ACCEPT": "0",
+            # Short enough for a test to watch a chat go incomplete.
+            "CUSTOMER_GRACE_S": "3",
+            "PRESENCE_HEARTBEAT_S": "2",
+        },
     )
     yield started
     print(started.logs(60))
@@ -240,7 +249,7 @@ def db_read(func: Callable[[], Any]) -> Any:
 
 
 @pytest.fixture
-def page(browser: Browser, balancer: Balancer, accounts: None) -> Iterator[Page]:
+def page(browser: Browser, accounts: None) -> Iterator[Page]:
     context = browser.new_context(
         viewport={"width": 1440, "height": 900}, locale="en-US", timezone_id="UTC"
     )
@@ -336,6 +345,8 @@ def test_agent_serves_a_customer_from_offer_to_break_when_everything_works(
     alice.say("Hi, one of the buds does not charge.")
     expect(customer_bubbles(page, sid)).to_have_text(["Hi, one of the buds does not charge."])
     expect(pane.locator(".typing")).to_be_hidden()
+    # The console tells the customer it has read their message.
+    assert alice.expect("read", lambda f: f["sender"] == "agent")["seq"] >= 1
     reply(page, sid, "Sorry about that! Let me look at your order.")
     got = alice.expect("message", lambda f: f["message"]["sender"] == "agent")
     assert got["message"]["body"] == "Sorry about that! Let me look at your order."
@@ -438,6 +449,31 @@ def test_console_shows_markup_in_a_message_as_text_when_a_customer_sends_a_scrip
     assert page.evaluate("() => window.__pwned") is None
 
 
+def test_console_says_the_customer_left_and_then_that_the_chat_went_incomplete_when_they_stay_away(
+    page: Page, balancer: Balancer, customers: Callable[[str], Customer]
+):
+    log_in_and_start_shift(page, balancer)
+    alice = customers("customer2")
+    sid = alice.start_chat("Lost connection on the train")
+    accept_offer(page, sid)
+    pane = pane_of(page, sid)
+    expect(pane.locator(".presence")).to_have_text("Customer online")
+
+    alice.close()  # the app goes away
+
+    expect(pane.locator(".presence")).to_have_text("Customer disconnected")
+    expect(pane.locator(".end-notice")).to_contain_text("disconnected")
+    # Past CUSTOMER_GRACE_S the seat is freed and the chat is marked incomplete.
+    expect(pane).to_have_attribute("data-state", "incomplete", timeout=15000)
+    expect(pane.locator(".state")).to_have_text("Incomplete")
+    expect(pane.locator(".end-notice")).to_contain_text("did not come back in time")
+    expect(pane.locator(".composer")).to_be_hidden()
+    # The agent closes the finished pane; the seat shows as free.
+    pane.get_by_role("button", name="Close").click()
+    expect(pane).to_have_count(0)
+    expect(page.locator(".pane[data-state=empty]")).to_have_count(2)
+
+
 def test_console_reconnects_and_shows_what_was_sent_meanwhile_once_when_its_server_dies(
     page: Page, balancer: Balancer, stack: Stack, customers: Callable[[str], Customer]
 ):
@@ -486,3 +522,114 @@ def test_console_reconnects_and_shows_what_was_sent_meanwhile_once_when_its_serv
     # And the conversation goes on.
     alice.say("After the outage")
     expect(customer_bubbles(page, sid).last).to_have_text("After the outage")
+
+
+# --- DayOne's services down: the panel says so, the chat goes on ------------------------------
+
+
+class FlakyDayOne:
+    """A stand-in for DayOne's customer services that fails until told to recover."""
+
+    ORDERS = {
+        "results": [
+            {
+                "number": "DO-HTTP-1",
+                "status": "shipped",
+                "placed_at": "2026-01-02T10:00:00Z",
+                "total_cents": 8900,
+                "currency": "USD",
+                "items": [{"sku": "B2", "name": "Buds 2", "quantity": 1, "unit_price_cents": 8900}],
+            }
+        ]
+    }
+
+    def __init__(self) -> None:
+        self.healthy = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if fake.healthy.is_set() and self.path.split("?")[0].endswith("/orders"):
+                    status, body = 200, json.dumps(fake.ORDERS).encode()
+                else:
+                    status, body = 500, b'{"error": "internal"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def dayone() -> Iterator[FlakyDayOne]:
+    fake = FlakyDayOne()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def http_stack(django_db_setup: None, dayone: FlakyDayOne) -> Iterator[Stack]:
+    from django.conf import settings
+
+    started = Stack.start(
+        servers=1,
+        database_name=settings.DATABASES["default"]["NAME"],
+        env={
+            "DAYONE_DATA_PROVIDER": "http",
+            "DAYONE_API_BASE_URL": dayone.base_url,
+            "DAYONE_API_TOKEN": "t0ken",
+            "DAYONE_API_TIMEOUT_S": "2",
+        },
+    )
+    yield started
+    print(started.logs(40))
+    started.stop()
+
+
+def test_console_shows_a_dayone_outage_in_the_panel_and_the_chat_goes_on_when_dayone_fails(
+    page: Page, http_stack: Stack, dayone: FlakyDayOne
+):
+    page.goto(http_stack.url(0, "/console/"))
+    page.fill("#id_username", "agent1")
+    page.fill("#id_password", PASSWORD)
+    page.click("input[type=submit]")
+    page.wait_for_url("**/console/")
+    page.get_by_role("button", name="Start shift").click()
+    expect(page.locator("#status-pill")).to_have_attribute("data-status", "available")
+    alice = Customer(http_stack, "customer1", server=0)
+    try:
+        sid = alice.start_chat("Where is my parcel?")
+        accept_offer(page, sid)
+        pane_of(page, sid).locator(".pane-head").click()
+        page.get_by_role("tab", name="Orders").click()
+
+        outage = page.locator("#panel-body .panel-state[data-kind=outage]")
+        expect(outage).to_contain_text("DayOne data is unavailable right now")
+        expect(outage).to_contain_text("(500)")
+        expect(outage).to_contain_text("The chat is not affected")
+
+        # The chat is untouched by the outage.
+        alice.say("Are you still there?")
+        expect(customer_bubbles(page, sid)).to_have_text(["Are you still there?"])
+        reply(page, sid, "Yes! Our order system is slow, bear with me.")
+        got = alice.expect("message", lambda f: f["message"]["sender"] == "agent")
+        assert got["message"]["body"].startswith("Yes!")
+
+        # DayOne recovers; "Try again" shows the orders.
+        dayone.healthy.set()
+        outage.get_by_role("button", name="Try again").click()
+        expect(page.locator("#panel-body .record.order .record-title")).to_have_text(["DO-HTTP-1"])
+    finally:
+        alice.close()

@@ -9,8 +9,10 @@
   "use strict";
 
   const CONFIG = JSON.parse(document.getElementById("console-config").textContent);
-  // Offer deadlines are server times; the page learned the server clock when it was rendered.
-  const clockOffsetMs = CONFIG.server_now_ms - Date.now();
+  // Offer deadlines are server times. Each estimate of (server clock - our clock) below comes
+  // a little late (the page or frame took time to arrive), so each is a lower bound: keep the
+  // largest. It errs towards showing slightly less time than there is, never more.
+  let clockOffsetMs = CONFIG.server_now_ms - Date.now();
   const serverNow = () => Date.now() + clockOffsetMs;
 
   const BACKOFF_BASE_MS = 500;
@@ -560,8 +562,12 @@
     chat.customerName = frame.customer?.display_name || chat.customerName;
     chat.topic = frame.topic || "";
     const expiresAt = frame.expires_at ? Date.parse(frame.expires_at) : null;
-    const total = expiresAt ? Math.max(1000, expiresAt - serverNow()) : CONFIG.offer_timeout_s * 1000;
-    chat.offer = { expiresAt, totalMs: Math.max(total, CONFIG.offer_timeout_s * 1000) };
+    const totalMs = CONFIG.offer_timeout_s * 1000;
+    if (expiresAt) {
+      // The offer was made (server time) OFFER_TIMEOUT_S before it expires: just now.
+      clockOffsetMs = Math.max(clockOffsetMs, expiresAt - totalMs - Date.now());
+    }
+    chat.offer = { expiresAt, totalMs };
     layout();
     renderChat(chat);
     renderControls();
@@ -976,7 +982,7 @@
       label.textContent = "";
       return;
     }
-    const left = chat.offer.expiresAt - serverNow();
+    const left = Math.min(chat.offer.expiresAt - serverNow(), chat.offer.totalMs);
     const secs = Math.max(0, Math.ceil(left / 1000));
     fill.style.width = `${Math.max(0, Math.min(100, (left / chat.offer.totalMs) * 100))}%`;
     label.textContent = `${secs} s`;
