@@ -63,6 +63,7 @@ class Tracker:
     sent_at: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
     # Latencies of the last progress interval, for the live line.
     recent: list[float] = field(default_factory=list)
+    delivered_at: list[float] = field(default_factory=list)
 
     def new_id(self) -> str:
         return str(uuid.uuid4())
@@ -77,6 +78,7 @@ class Tracker:
             return
         self.delivered[cmid] += 1
         if self.delivered[cmid] == 1:
+            self.delivered_at.append(now())
             latency = now() - self.t0[cmid]
             self.latencies[self.step_of[cmid]].append(latency)
             self.recent.append(latency)
@@ -279,13 +281,15 @@ def step_summaries(
     for index, step in enumerate(results):
         lat = tracker.latencies.get(index, [])
         elapsed = step.end - step.start
+        # Throughput is what arrived during the step (a backlog delivered later is not).
+        arrived = sum(1 for t in tracker.delivered_at if step.start <= t <= step.end)
         out.append(
             {
                 "rate": step.rate,
                 "duration_s": round(elapsed, 1),
                 "sent": len(tracker.sent_at.get(index, [])),
                 "delivered": len(lat),
-                "delivered_per_s": round(len(lat) / elapsed, 1) if elapsed else None,
+                "delivered_per_s": round(arrived / elapsed, 1) if elapsed else None,
                 "latency": summarize_ms(lat),
                 "latencies_ms": [round(v * 1000, 3) for v in lat],
                 "generator_lag": summarize_ms(step.lag),

@@ -16,6 +16,7 @@ TARGETS = {
 NAMES = {
     "floor_websockets": "floor: websockets relay",
     "floor_channels": "floor: Channels relay",
+    "floor_channels_batched": "Channels relay, batched receive (proposal)",
     "system": "DayOne Chat",
 }
 
@@ -80,7 +81,7 @@ def table(results: dict) -> str:
         "| server CPU ms/msg |"
     )
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for key in ("floor_websockets", "floor_channels", "system"):
+    for key in NAMES:
         result = results.get(key)
         if not result:
             continue
@@ -98,19 +99,19 @@ def table(results: dict) -> str:
         s_low, s_high = step_at(system, low), step_at(system, high)
         rows = [
             (
-                f"delivery p50 at {low:g} msg/s",
+                f"delivery p50 at {s_low['rate']:g} msg/s",
                 s_low["latency"]["p50_ms"],
                 TARGETS["p50_200"],
                 "ms",
             ),
             (
-                f"delivery p99 at {low:g} msg/s",
+                f"delivery p99 at {s_low['rate']:g} msg/s",
                 s_low["latency"]["p99_ms"],
                 TARGETS["p99_200"],
                 "ms",
             ),
             (
-                f"delivery p99 at {high:g} msg/s",
+                f"delivery p99 at {s_high['rate']:g} msg/s",
                 s_high["latency"]["p99_ms"],
                 TARGETS["p99_500"],
                 "ms",
@@ -175,7 +176,7 @@ def table(results: dict) -> str:
             f"{system['breaks_taken']}, PostgreSQL connections (peak) "
             f"{system.get('db_connections_peak')}, errors {system['errors']}"
         )
-    for key in ("floor_websockets", "floor_channels"):
+    for key in ("floor_websockets", "floor_channels", "floor_channels_batched"):
         if results.get(key):
             lines.append(
                 f"{NAMES[key]}: {results[key]['idle_socket_bytes'] / 1024:.1f} KiB per idle "
@@ -205,7 +206,12 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     made = []
-    colors = {"floor_websockets": "#2a9d8f", "floor_channels": "#e9c46a", "system": "#e76f51"}
+    colors = {
+        "floor_websockets": "#2a9d8f",
+        "floor_channels": "#e9c46a",
+        "floor_channels_batched": "#8ab17d",
+        "system": "#e76f51",
+    }
     rates = sorted({s["rate"] for k in NAMES if results.get(k) for s in results[k]["steps"]})
     reference = 200.0 if results.get("mode") == "full" else (rates[0] if rates else 0)
 

@@ -81,6 +81,11 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         help="Django settings of the stack (default bench.settings: the project's, DEBUG off)",
     )
     parser.add_argument(
+        "--asgi-app",
+        default="dayone_chat.asgi:application",
+        help="the ASGI application daphne serves (bench.experiments has measured proposals)",
+    )
+    parser.add_argument(
         "--asgi-threads",
         type=int,
         help="ASGI_THREADS for daphne: its thread pool for database calls (default 2 cores + 4)",
@@ -88,7 +93,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default="websockets,channels,system",
-        help="which of websockets,channels,system to run (default all three)",
+        help="which of websockets,channels,channels_batched,system to run (default: "
+        "websockets,channels,system; channels_batched is the Channels floor with bench.layers)",
     )
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--plots-dir", type=Path, help="where the PNGs go")
@@ -202,7 +208,14 @@ class Profiler:
 async def drive_floor(
     name: str, stack: Stack, args: argparse.Namespace, sampler: Sampler
 ) -> dict[str, object]:
-    proc = stack.start_floor_websockets() if name == "websockets" else stack.start_floor_channels()
+    if name == "websockets":
+        proc = stack.start_floor_websockets()
+    elif name == "channels_batched":
+        proc = stack.start_floor_channels(
+            "floor_channels_batched", "bench.floor_channels.settings_batched"
+        )
+    else:
+        proc = stack.start_floor_channels()
     sampler.watch(proc.name, proc.popen.pid)
     sampler.start()
     profiler = Profiler(stack.run_dir, {proc.name: proc.popen.pid}, args.profile)
@@ -249,7 +262,7 @@ async def drive_system(
     started = time.monotonic()
     how = stack.prepare_database(args.agents, customers)
     print(f"  [system] database {how} in {time.monotonic() - started:.1f} s", flush=True)
-    webs = stack.start_system(args.servers, args.worker_concurrency)
+    webs = stack.start_system(args.servers, args.worker_concurrency, args.asgi_app)
     for proc in stack.procs:
         sampler.watch(proc.name, proc.popen.pid)
     sampler.start()
@@ -335,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy(out, args.out)
     plots = report.plots(results, args.plots_dir)
     text = report.table(results)
-    for key in ("floor_websockets", "floor_channels", "system"):
+    for key in report.NAMES:
         for profile in (results.get(key) or {}).get("profiles", []):
             text += "\n" + report.profile_summary(Path(profile))
     (run_dir / "summary.md").write_text(text)

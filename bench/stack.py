@@ -201,7 +201,9 @@ class Stack:
         queue = self.env()["CELERY_QUEUE"]
         redis.Redis.from_url(redis_url()).delete(queue)
 
-    def start_system(self, servers: int, worker_concurrency: int) -> list[Proc]:
+    def start_system(
+        self, servers: int, worker_concurrency: int, app: str = "dayone_chat.asgi:application"
+    ) -> list[Proc]:
         self.purge_task_queue()
         webs = []
         for index in range(servers):
@@ -215,7 +217,7 @@ class Stack:
                         "127.0.0.1",
                         "-p",
                         str(port),
-                        "dayone_chat.asgi:application",
+                        app,
                     ],
                     port=port,
                 )
@@ -262,10 +264,12 @@ class Stack:
         self.wait_port(proc)
         return proc
 
-    def start_floor_channels(self) -> Proc:
+    def start_floor_channels(
+        self, name: str = "floor_channels", settings: str = "bench.floor_channels.settings"
+    ) -> Proc:
         port = free_port()
         proc = self.spawn(
-            "floor_channels",
+            name,
             [
                 str(BIN / "daphne"),
                 "-b",
@@ -275,7 +279,7 @@ class Stack:
                 "bench.floor_channels.asgi:application",
             ],
             port=port,
-            DJANGO_SETTINGS_MODULE="bench.floor_channels.settings",
+            DJANGO_SETTINGS_MODULE=settings,
         )
         self.wait_port(proc)
         return proc
