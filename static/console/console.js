@@ -406,8 +406,9 @@
       chat.verifying = false;
     }
     if (app.chats.get(chat.id) !== chat) return;
-    const stillOurs = session && LIVE.has(session.status) && (!app.agent || seatedIds().has(chat.id));
-    if (stillOurs || (session && !LIVE.has(session.status) && session.status !== "waiting")) {
+    // The server answers an agent only about sessions assigned to them: a live one is still ours.
+    const stillOurs = session && LIVE.has(session.status);
+    if (stillOurs || (session && session.status !== "waiting")) {
       applySession(chat, session); // still ours, or ended / incomplete
     } else if (session || status === 404) {
       // Back in the queue or another agent's: an offer simply goes away, a chat says so.
@@ -538,7 +539,13 @@
     if (session.status === "ended") chat.endReason = session.end_reason || chat.endReason;
     if (session.status === "active" && before !== "active" && !app.selectedId) select(chat.id);
     if (session.status === "active" && before === "offered") {
-      setTimeout(() => q(chat.node, ".composer-input").focus(), 0);
+      // Straight to the reply box, unless the agent is busy typing somewhere else.
+      setTimeout(() => {
+        const current = document.activeElement;
+        if (!current || current === document.body || chat.node.contains(current)) {
+          q(chat.node, ".composer-input").focus();
+        }
+      }, 0);
     }
     // Each chat catches up once per connection, when it becomes active, and whenever the state
     // names a message it does not show yet: everything after the last seq it shows.
@@ -553,7 +560,7 @@
     }
     layout();
     renderChat(chat);
-    if (app.selectedId === chat.id) renderPanel();
+    if (app.selectedId === chat.id && LIVE.has(before) !== LIVE.has(chat.status)) renderPanel();
   }
 
   function onOffer(frame) {
@@ -602,6 +609,9 @@
     clearTimeout(chat.typingTimer);
     chat.node.remove();
     app.chats.delete(chat.id);
+    for (const key of [...panel.cache.keys()]) {
+      if (key.startsWith(`${chat.id}/`)) panel.cache.delete(key);
+    }
     if (app.selectedId === chat.id) {
       app.selectedId = null;
       const next = [...app.chats.values()].find((c) => LIVE.has(c.status));
@@ -807,9 +817,11 @@
       renderPending(chat, frame.client_msg_id, p);
       return;
     }
-    if (chat && chat.offer && chat.offer.accepting) {
-      chat.offer.accepting = false;
-      renderChat(chat);
+    for (const other of app.chats.values()) {
+      if (other.offer && other.offer.accepting) {
+        other.offer.accepting = false;
+        renderChat(other);
+      }
     }
     banner(frame.detail || "Something went wrong.", "error", 8000);
   }
@@ -1160,7 +1172,9 @@
     } catch (_e) {
       result = { status: 0, body: null };
     }
-    if (result.status === 200) panel.cache.set(key, result);
+    // Failures are kept too: the panel does not ask again (and log another read) on its own;
+    // "Try again" and "Refresh" do.
+    panel.cache.set(key, result);
     if (app.selectedId === chat.id && panel.tab === what) drawPanel(chat, what, result);
   }
 
