@@ -587,6 +587,41 @@ def test_customer_reads_history_and_whole_transcripts_when_they_span_several_pag
     assert page.evaluate("window.__sockets.length") == 0  # a transcript needs no socket
     shoot(page, "desktop-transcript")
 
+    # An expired access token is renewed with the refresh token, unseen by the customer.
+    page.evaluate(
+        """() => {
+          const key = "dayone.customer.auth";
+          const auth = JSON.parse(sessionStorage.getItem(key));
+          const expired = "x." + btoa(JSON.stringify({ exp: 1 })).replace(/=+$/, "") + ".x";
+          sessionStorage.setItem(key, JSON.stringify({ ...auth, access: expired }));
+        }"""
+    )
+    with page.expect_response("**/api/auth/token/refresh") as refreshed:
+        page.reload()
+    assert refreshed.value.status == 200
+    expect(items).to_have_count(20)
+    expect(page.locator("#messages li[data-seq]")).to_have_count(230)
+
+    # Leaving the queue asks first, then ends the chat at once.
+    page.click("#new-chat-button")
+    page.fill("#topic-input", "Never mind")
+    page.click("#start-button")
+    expect(page.locator("#waiting-position")).to_have_text("You're next in line")
+    expect(page.locator("#end-button")).to_have_text("Leave queue")
+    page.click("#end-button")
+    expect(page.locator("#end-text")).to_have_text("Leave the queue? You will lose your place.")
+    page.click("#end-decline")
+    expect(page.locator("#end-banner")).to_be_hidden()
+    page.click("#end-button")
+    page.click("#end-confirm")
+    expect(page.locator("#ended-text")).to_have_text("You left the queue before an agent joined.")
+    expect(items.first).to_contain_text("Never mind")
+    expect(items.first.locator(".badge")).to_have_text("Ended")
+
+    page.click("#logout-button")
+    expect(page.locator("#login-view")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
     phone, phone_problems = open_page(browser, phone=True)
     log_in(phone, system, history_customer)
     phone.click("#start-back")

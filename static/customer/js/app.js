@@ -153,6 +153,7 @@ class Chat {
     this.messages = new Map(); // seq -> message object (deduped by seq)
     this.nodes = new Map(); // seq -> <li>
     this.contiguous = 0; // highest seq held with nothing missing below it
+    this.maxSeq = 0; // highest seq held
     this.agentRead = 0; // the agent has read up to this seq
     this.readSent = 0;
     this.lastTypingSent = 0;
@@ -333,11 +334,13 @@ class Chat {
 
   // --- messages ---------------------------------------------------------------------------
 
-  addMessage(m, { local = false } = {}) {
+  /** Adds one message (deduped by seq). ``batch`` skips the per-message scrolling and
+   * receipts, for a transcript page that is rendered in one go. */
+  addMessage(m, { local = false, batch = false } = {}) {
     if (!m || typeof m.seq !== "number") return;
     const known = this.messages.get(m.seq);
     if (known && !known.local) return; // a replay or a second copy: exactly once by seq
-    const stick = this._nearBottom() || m.sender === "customer";
+    const stick = !batch && (this._nearBottom() || m.sender === "customer");
     this.messages.set(m.seq, { ...m, local });
     if (m.client_msg_id && this.outbox.delete(m.client_msg_id)) {
       this._saveOutbox();
@@ -350,8 +353,11 @@ class Chat {
     const old = this.nodes.get(m.seq);
     if (old) {
       old.replaceWith(node);
+    } else if (m.seq > this.maxSeq) {
+      // The usual case: the newest message, placed before the unsent ones.
+      $("messages").insertBefore(node, $("messages").querySelector("li.pending"));
     } else {
-      // Insert in seq order, before any later message and before the unsent ones.
+      // A late one (after a gap was filled): in seq order, before the first later message.
       let before = null;
       for (const candidate of $("messages").children) {
         if (candidate.classList.contains("pending") || Number(candidate.dataset.seq) > m.seq) {
@@ -362,6 +368,7 @@ class Chat {
       $("messages").insertBefore(node, before);
     }
     this.nodes.set(m.seq, node);
+    this.maxSeq = Math.max(this.maxSeq, m.seq);
     while (this.messages.has(this.contiguous + 1)) this.contiguous += 1;
     if (m.seq > this.contiguous + 1 && this.gapAsked < m.seq) {
       // Something was missed (e.g. an event lost while the layer hiccupped): ask for it.
@@ -372,6 +379,7 @@ class Chat {
       this.hideTyping();
       if (document.hidden) document.title = "• DayOne Support";
     }
+    if (batch) return;
     this.renderReceipts();
     if (stick) this._scrollToBottom();
     if (!local) this.maybeSendRead();
@@ -384,15 +392,16 @@ class Chat {
       for (;;) {
         const page = await api.messages(this.id, after, 200);
         if (this.closed) return;
-        for (const m of page.results || []) this.addMessage(m);
+        for (const m of page.results || []) this.addMessage(m, { batch: true });
         const next = page.next_after_seq;
         if (next === null || next === undefined || next <= after || !page.results.length) break;
         after = next;
       }
     } finally {
-      $("transcript-loading").hidden = true;
+      if (!this.closed) $("transcript-loading").hidden = true;
     }
     this.renderPending();
+    this.renderReceipts();
     this._scrollToBottom();
   }
 
@@ -518,12 +527,8 @@ class Chat {
     } else if (state === "failed") {
       show(banner, false);
       this.socket = null;
-      if (info.reason === "auth") {
-        api.logout();
-      } else {
-        toast("This chat is no longer available.");
-        refreshSession(this);
-      }
+      if (info.reason === "auth") api.logout();
+      else refreshSession(this); // shows why: ended, interrupted, or gone
     } else if (state === "closed" || state === "connecting") {
       show(banner, false);
     }
@@ -694,8 +699,8 @@ async function refreshSession(target) {
   try {
     const session = await api.getSession(target.id);
     if (chat === target) target.applySession(session);
-  } catch {
-    // The list still shows what we know; nothing else to do.
+  } catch (error) {
+    if (chat === target && error.status !== 401) toast("This chat is not available right now.");
   }
 }
 
@@ -886,6 +891,10 @@ function wire() {
       chat = null;
     }
     history.replaceState(null, "", location.pathname);
+    // Logging out on purpose forgets this tab's unsent messages too.
+    for (const key of Object.keys(sessionStorage)) {
+      if (key.startsWith(OUTBOX_KEY)) sessionStorage.removeItem(key);
+    }
     api.logout();
   });
 
@@ -983,7 +992,11 @@ function wire() {
   document.addEventListener("visibilitychange", () => {
     if (document.visibilityState === "visible") {
       document.title = "DayOne Support";
-      if (chat) chat.maybeSendRead();
+      if (chat) {
+        chat.maybeSendRead();
+        // A phone that slept may be deep in its backoff: try at once when the page is back.
+        if (chat.socket) chat.socket.retryNow();
+      }
     }
   });
 }

@@ -44,7 +44,7 @@ export class ChatSocket {
     this.timer = null;
     this.everOpened = false;
     this.fetchingTicket = false;
-    this._onOnline = () => this._retryNow();
+    this._onOnline = () => this.retryNow();
   }
 
   start() {
@@ -159,7 +159,8 @@ export class ChatSocket {
     this.timer = setTimeout(() => this._connect(), delay);
   }
 
-  _retryNow() {
+  /** Skips the rest of the backoff wait (the network or the page is back). */
+  retryNow() {
     if (this.stopped || this.ws || this.fetchingTicket) return;
     clearTimeout(this.timer);
     this._connect();
