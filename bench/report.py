@@ -76,6 +76,16 @@ def table(results: dict) -> str:
     low = 200.0 if results.get("mode") == "full" else (rates[0] if rates else 0)
     high = 500.0 if results.get("mode") == "full" else (rates[-1] if rates else 0)
 
+    config = results.get("config", {})
+    loads = {k: results[k].get("load_average") for k in NAMES if results.get(k)}
+    lines.append(
+        f"Run: {results.get('mode')} mode, {config.get('agents')} agents, {config.get('active')} "
+        f"active chats + {config.get('waiting')} waiting, {config.get('servers')} daphne "
+        f"process(es); machine load average before/after each target: {loads}. The targets "
+        "of issue 8 are for the full run (500 agents, 1,000 + 500, 200 and 500 msg/s); a "
+        "smaller run is compared with them for orientation only."
+    )
+    lines.append("")
     lines.append(
         "| load (msg/s asked) | target | delivered/s | p50 ms | p95 ms | p99 ms | max ms "
         "| server CPU ms/msg |"

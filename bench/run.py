@@ -106,6 +106,12 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--label", default="", help="a word for the results file name")
     parser.add_argument("--out", type=Path, help="also write the results JSON here")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        metavar="LOAD",
+        help="before each target, wait (up to 30 min) until the 1-minute load average < LOAD",
+    )
     args = parser.parse_args(argv)
     defaults = QUICK if args.quick else FULL
     for name, value in defaults.items():
@@ -294,6 +300,14 @@ async def drive_system(
     return result
 
 
+def wait_quiet(threshold: float, longest: float = 1800) -> None:
+    """Other work on the machine skews every figure: wait for it to calm down (bounded)."""
+    started = time.monotonic()
+    while os.getloadavg()[0] >= threshold and time.monotonic() - started < longest:
+        print(f"  waiting for a quiet machine: load average {os.getloadavg()[0]:.1f}", flush=True)
+        time.sleep(30)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -319,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     results["config"]["plots_dir"] = str(args.plots_dir)
     try:
         for target in args.targets:
+            if args.wait_quiet:
+                wait_quiet(args.wait_quiet)
             print(f"== {target} (load average {os.getloadavg()[0]:.1f})", flush=True)
             sampler = Sampler()
             # The clients share the two cores with the servers: their CPU is reported too.
