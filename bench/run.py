@@ -338,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {target} (load average {os.getloadavg()[0]:.1f})", flush=True)
             sampler = Sampler()
             # The clients share the two cores with the servers: their CPU is reported too.
-            sampler.watch("load_generator", os.getpid())
+            # (Not its children: those are the servers, watched on their own.)
+            sampler.watch("load_generator", os.getpid(), children=False)
             load_before = os.getloadavg()[0]
             if target == "system":
                 system = asyncio.run(drive_system(stack, args, sampler, run_dir))

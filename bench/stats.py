@@ -49,8 +49,11 @@ class Watched:
     name: str
     proc: psutil.Process
     samples: list[tuple[float, ProcSample]] = field(default_factory=list)
+    children: bool = True
 
     def family(self) -> list[psutil.Process]:
+        if not self.children:
+            return [self.proc]
         try:
             return [self.proc, *self.proc.children(recursive=True)]
         except psutil.Error:
@@ -82,9 +85,9 @@ class Sampler:
         self.system: list[tuple[float, float]] = []  # (t, system-wide CPU percent of all cores)
         self.db_connections: list[tuple[float, int]] = []
 
-    def watch(self, name: str, pid: int) -> None:
+    def watch(self, name: str, pid: int, children: bool = True) -> None:
         with contextlib.suppress(psutil.Error):
-            self.watched[name] = Watched(name, psutil.Process(pid))
+            self.watched[name] = Watched(name, psutil.Process(pid), children=children)
 
     def sample_now(self) -> None:
         now = time.monotonic()
