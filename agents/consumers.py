@@ -71,12 +71,13 @@ def _open_agent_socket(*, agent: Agent, channel_name: str) -> AgentSnapshot:
     )
 
 
-def _is_mine(*, session_id: UUID, agent: Agent) -> bool:
+def _fresh_agent_state(*, session_id: UUID, agent: Agent) -> Frame | None:
+    """The session object as the console sees it, or None if it is not this agent's."""
     try:
         session = selectors.session_get_for_agent(session_id=session_id, agent=agent)
     except DomainError:
-        return False
-    return session.status in SEATED
+        return None
+    return session_payload(session, for_agent=True)
 
 
 def _sync_for_agent(*, session_id: UUID, agent: Agent, after_seq: int) -> list[Frame]:
@@ -114,7 +115,6 @@ class AgentConsumer(ChatSocket):
         # carry it, and the console needs it once.
         self.last_state: dict[UUID, Frame] = {}
         self.last_control: dict[UUID, Frame] = {}
-        self.customers: dict[UUID, Frame] = {}
 
     async def connect(self) -> None:
         await self.accept()
@@ -161,7 +161,7 @@ class AgentConsumer(ChatSocket):
         await asyncio.sleep(LEAVE_DELAY_S)
         if session_id in self.leaving:  # not taken back in the meantime (a new offer)
             del self.leaving[session_id]
-            for memory in (self.last_state, self.last_control, self.customers):
+            for memory in (self.last_state, self.last_control):
                 memory.pop(session_id, None)
             await self.leave(events.session_group(session_id))
 
@@ -302,33 +302,40 @@ class AgentConsumer(ChatSocket):
                 await self.send_frame(event)
 
     async def on_session_state(self, session_id: UUID, event: Frame) -> None:
+        """Take, keep or let go of a session by its state; a status change is checked first.
+
+        States of one session can arrive out of order (each is built after its commit, by
+        whichever process made the change): a stale "waiting" after "active" must not make the
+        console drop a chat it holds. A status change is rare, so it is read from the database.
+        """
+        if "customer" not in event["session"]:
+            # The customer's copy, from the session group. Every change also reaches the agent
+            # group of the session's agent (and of the agent it just left), with the customer's
+            # name: that copy is the console's. The customer's copy may describe the session
+            # as another agent's (offered to the next agent after a decline).
+            return
         status = event["session"].get("status")
+        known = session_id in self.streams or session_id in self.leaving
+        if not known and status not in SEATED:
+            return
+        last = self.last_state.get(session_id)
+        if last is None or last["session"].get("status") != status:
+            fresh = await db(_fresh_agent_state)(session_id=session_id, agent=self.agent)
+            if fresh is not None:
+                event = state_frame(session_id, fresh)
+                status = fresh["status"]
+            elif status in SEATED:
+                return  # says seated, but not with this agent (any more): stale
         if status in SEATED:
-            if session_id not in self.streams:
-                # Outside our session groups, only the agent group (ours) carries it; but a
-                # session we are still leaving may now be another agent's: ask the database.
-                if session_id in self.leaving and not await db(_is_mine)(
-                    session_id=session_id, agent=self.agent
-                ):
-                    return
-                await self.take(session_id, event["session"].get("last_seq"))
+            await self.take(session_id, event["session"].get("last_seq"))
             await self.send_state(session_id, event)
             await self.catch_up(self.streams[session_id], event["session"])
-        elif session_id in self.streams or session_id in self.leaving:
+        elif known:
             await self.send_state(session_id, event)
             self.let_go(session_id)
 
     async def send_state(self, session_id: UUID, event: Frame) -> None:
-        """Each state once, always with the customer's name.
-
-        A change is published twice: to the session group (the customer's copy, without the
-        ``customer`` field) and to the agent group (with it); the console is in both groups.
-        """
-        payload = event["session"]
-        if "customer" in payload:
-            self.customers[session_id] = payload["customer"]
-        elif session_id in self.customers:
-            event = {**event, "session": {**payload, "customer": self.customers[session_id]}}
+        """Each state once (a verified read may equal the event that prompted it)."""
         if self.last_state.get(session_id) == event:
             return
         self.last_state[session_id] = event

@@ -392,6 +392,17 @@ def _queue_spot(*, session_id: UUID, user: AbstractBaseUser) -> QueueSpot:
     return QueueSpot(ticket=session.ticket, position=queue_position(session))
 
 
+@dataclass
+class FreshState:
+    session: ChatSession
+    state: Frame
+
+
+def _fresh_customer_state(*, session_id: UUID, user: AbstractBaseUser) -> FreshState:
+    session = selectors.session_get_for_customer(session_id=session_id, user=user)
+    return FreshState(session=session, state=session_payload(session))
+
+
 def _heartbeat_customer(
     *, channel_name: str, session_id: UUID, user: AbstractBaseUser, waiting: bool
 ) -> QueueSpot | None:
@@ -563,23 +574,34 @@ class CustomerConsumer(ChatSocket):
             await self.send_frame(event)
 
     async def on_session_state(self, event: Frame) -> None:
+        """Relay a state; a change of status is first checked against the database.
+
+        Events of one session can arrive out of order (they are built after commit, by
+        whichever process made the change); a stale "waiting" after "active" would send the
+        customer back to the queue screen. A status change is rare (a handful per chat), so
+        the socket reads the truth for it and sends that instead.
+        """
         previous = self.state.get("status")
+        if event["session"].get("status") != previous:
+            # Joined first (when it may be waiting) so no queue.changed after the read is missed.
+            if event["session"].get("status") in QUEUE_STATUSES:
+                await self.join(events.QUEUE_GROUP)
+            fresh = await db(_fresh_customer_state)(session_id=self.session_id, user=self.user)
+            self.ticket = fresh.session.ticket
+            event = state_frame(self.session_id, fresh.state)
+        status = event["session"]["status"]
+        if status in QUEUE_STATUSES:
+            await self.join(events.QUEUE_GROUP)
+        else:
+            await self.leave(events.QUEUE_GROUP)
+        if event["session"] == self.state:
+            return
         self.state = event["session"]
         spp = _seconds_per_position(self.state)
         if spp is not None:
             self.seconds_per_position = spp
         await self.send_frame(event)
         await self.catch_up(self.stream, self.state)
-        status = self.state["status"]
-        if status in QUEUE_STATUSES and previous not in QUEUE_STATUSES:
-            # Back in the queue (resumed, or sent back): maybe with a new ticket.
-            await self.join(events.QUEUE_GROUP)
-            spot = await db(_queue_spot)(session_id=self.session_id, user=self.user)
-            self.ticket = spot.ticket
-            if status == SessionStatus.WAITING:
-                await self.set_position(spot.position)
-        elif status not in QUEUE_STATUSES and previous in QUEUE_STATUSES:
-            await self.leave(events.QUEUE_GROUP)
 
     async def on_queue_changed(self, event: Frame) -> None:
         """O(1): move our own position by what moved ahead of us (docs/protocol.md)."""

@@ -28,6 +28,11 @@ def _agent(available: bool = True) -> Agent:
     return Agent.objects.select_related("user").get(pk=agent.pk)
 
 
+def _agent_with(**kwargs: object) -> Agent:
+    agent = available_agent(**kwargs)
+    return Agent.objects.select_related("user").get(pk=agent.pk)
+
+
 def _session(customer=None) -> ChatSession:
     session = SessionFactory(**({"customer": customer} if customer else {}))
     return ChatSession.objects.select_related("customer", "agent__user").get(pk=session.pk)
@@ -155,16 +160,23 @@ async def test_offer_reaches_the_console_and_accepting_makes_the_chat_active():
     await customer.close()
 
 
-async def test_declined_offer_goes_back_to_the_queue_and_leaves_the_console():
-    agent = await make_agent()
-    console = await console_of(agent)
+async def test_declined_offer_leaves_the_console_and_goes_to_the_next_agent():
+    first = await adb(lambda: _agent_with(capacity=1))()
+    console = await console_of(first)
+    second = await make_agent()
+    other_console = await console_of(second)
     session = await make_session()
+    assert session.agent_id == first.pk  # its seat has been free longest
     await console.expect("offer")
     await console.send({"type": "offer.decline", "session_id": str(session.id)})
-    await console.expect("session.state", lambda f: f["session"]["status"] != "offered")
-    refreshed = await adb(ChatSession.objects.get)(pk=session.id)
-    assert refreshed.status in (SessionStatus.WAITING, SessionStatus.OFFERED)
+    gone = await console.expect("session.state")
+    assert gone["session"]["status"] == "waiting"
+    assert (await other_console.expect("offer"))["session_id"] == str(session.id)
+    # The console let go of it: nothing more about it reaches the first agent.
+    await console.send({"type": "typing", "session_id": str(session.id)})
+    assert (await console.expect("error"))["code"] == "not_found"
     await console.close()
+    await other_console.close()
 
 
 async def test_offer_expires_and_the_agent_goes_away_when_not_accepted_in_time(settings):

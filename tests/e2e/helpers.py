@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from rest_framework_simplejwt.tokens import AccessToken
 
@@ -30,10 +32,22 @@ def adb(func: Callable[..., Any]) -> Callable[..., Any]:
     return database_sync_to_async(func)
 
 
+def _delete_layer_keys() -> None:
+    config = settings.CHANNEL_LAYERS["default"]["CONFIG"]
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{config['prefix']}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 async def flush_layer() -> None:
-    """Forget every group and channel of this test run's layer prefix (stale members)."""
-    layer = get_channel_layer()
-    await layer.flush()
+    """Forget every group and channel of this run's layer prefix (members left by earlier
+    tests). Deletes the keys directly: ``layer.flush()`` would close connection pools that
+    belong to other event loops (the publisher's)."""
+    await asyncio.to_thread(_delete_layer_keys)
 
 
 class Socket:
