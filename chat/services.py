@@ -106,17 +106,17 @@ def _publish_queue_changed(*, joined: Sequence[int] = (), left: Sequence[int] = 
         return
 
     def deliver() -> None:
-        from chat.events import send_now
+        from chat.events import send_after_commit
         from matching.selectors import seconds_per_queue_position
 
         per = seconds_per_queue_position()
         for ticket in joined:
-            send_now(
+            send_after_commit(
                 QUEUE_GROUP,
                 {"type": QUEUE_CHANGED, "joined_ticket": ticket, "seconds_per_position": per},
             )
         for ticket in left:
-            send_now(
+            send_after_commit(
                 QUEUE_GROUP,
                 {"type": QUEUE_CHANGED, "left_ticket": ticket, "seconds_per_position": per},
             )

@@ -18,6 +18,7 @@ only while their agent's row is locked, so the agent row is the lock of its seat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -87,7 +88,11 @@ def matcher_pending() -> bool:
 def _after_commit_match() -> None:
     from matching import services as matching_services
 
-    mode = getattr(settings, "MATCH_AFTER_COMMIT", "inline")
+    mode = getattr(settings, "MATCH_AFTER_COMMIT", None) or os.environ.get(
+        "MATCH_AFTER_COMMIT", "inline"
+    )
+    if mode == "off":  # benchmarks and maintenance only: the beat tick still matches
+        return
     if mode == "celery":
         from matching.tasks import match
 

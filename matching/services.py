@@ -15,7 +15,7 @@ from typing import Final
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -59,12 +59,32 @@ def match_run_after_commit() -> list[Assignment]:
     our commit and sees our change: skip. Otherwise wait for the lock, so a pair never waits for
     the tick however busy the queues are.
     """
+    if not pair_possible():
+        return []
     with transaction.atomic():
         if not lock_queue_exclusive(wait=False):
             if matcher_pending():
                 return []
             lock_queue_exclusive(wait=True)
         return _match_locked(now=timezone.now())
+
+
+def pair_possible() -> bool:
+    """Is someone waiting while a seat stands free? One statement, so one snapshot, no lock.
+
+    Run after our commit: if it says no, any change that makes a pair commits later and runs
+    its own check after that commit, which sees ours. So skipping here loses no pairing, and
+    spares the exclusive lock (which stalls every queue change) when one queue is empty.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM chat_chatsession WHERE status = %s) "
+            "AND EXISTS (SELECT 1 FROM agents_seat s JOIN agents_agent a ON a.id = s.agent_id "
+            "WHERE s.free_since IS NOT NULL AND a.status = %s)",
+            [SessionStatus.WAITING.value, AgentStatus.AVAILABLE.value],
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def _match_locked(*, now: datetime) -> list[Assignment]:
