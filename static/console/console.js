@@ -560,6 +560,7 @@
     }
     layout();
     renderChat(chat);
+    renderControls();
     if (app.selectedId === chat.id && LIVE.has(before) !== LIVE.has(chat.status)) renderPanel();
   }
 
@@ -1040,7 +1041,10 @@
   function renderControls() {
     const st = app.agent?.status || "offline";
     const online = app.socketState === "open";
-    const chats = [...app.chats.values()].filter((c) => LIVE.has(c.status)).length;
+    // The server's count (seats holding an offered or active session) when it has told us.
+    const chats = app.agent
+      ? (app.agent.seats || []).filter((seat) => seat.session_id).length
+      : [...app.chats.values()].filter((c) => LIVE.has(c.status)).length;
     dom.pill.dataset.status = st;
     let label = STATUS_LABELS[st] || st;
     if (st === "break_pending" && app.agent?.after_chats === "offline") label = "Shift ends after current chats";
