@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +18,7 @@ class QueueView(APIView):
 
     permission_classes = [CanViewQueue]
 
+    @extend_schema(tags=["ops"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         return Response(queue_overview().as_wire())
 
@@ -25,6 +28,7 @@ class QueueHistoryView(APIView):
 
     permission_classes = [CanViewQueue]
 
+    @extend_schema(tags=["ops"], responses={200: OpenApiTypes.OBJECT})
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("hours", "6")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_SERIES_HOURS:
