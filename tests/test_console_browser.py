@@ -177,9 +177,11 @@ def test_console_holds_two_chats_side_by_side_when_two_customers_arrive(
     assert alice.expect("message", lambda f: f["message"]["sender"] == "agent")["message"][
         "body"
     ] == ("Let me check the tracking for you.")
-    assert bob.expect("message", lambda f: f["message"]["sender"] == "agent")["message"][
-        "body"
-    ] == ("Thanks, I can see the return. One moment.")
+    to_bob = bob.expect("message", lambda f: f["message"]["sender"] == "agent")["message"]
+    assert to_bob["body"] == "Thanks, I can see the return. One moment."
+    bob.send({"type": "read", "seq": to_bob["seq"]})
+    expect(pane_of(page, b).locator(".msg.agent .receipt")).to_have_text("Read")
+    expect(pane_of(page, a).locator(".msg.agent .receipt")).to_have_text("Sent")
     alice.say("Thank you!")
     bob.send({"type": "typing"})
 
