@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from agents import selectors as agent_selectors
@@ -123,6 +124,9 @@ class AgentConsumer(ChatSocket):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         self.agent, session_ids = found
+        # One console carries up to ``capacity`` conversations: it gets the per-connection
+        # budget once per seat, so an agent typing in two chats is not throttled like a bot.
+        self.limiter.count = settings.WS_RATE_LIMIT_COUNT * max(1, self.agent.capacity)
         # Every group joined before the snapshot is read (see chat.consumers).
         await self.join(events.agent_group(self.agent.id))
         for session_id in session_ids:

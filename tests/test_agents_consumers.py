@@ -359,3 +359,17 @@ async def test_console_gets_messages_sent_while_offered_once_when_it_accepts():
     assert [f["message"]["body"] for f in console.seen if f["type"] == "message"] == ["anyone?"]
     await console.close()
     await customer.close()
+
+
+async def test_console_rate_limit_scales_with_its_seats_when_frames_come_fast(settings):
+    settings.WS_RATE_LIMIT_COUNT = 3
+    settings.WS_RATE_LIMIT_WINDOW_S = 10
+    agent = await make_agent()  # two seats: six frames per window
+    session = await accepted(agent)
+    console = await console_of(agent)
+    await console.expect("session.state")
+    for _ in range(7):
+        await console.send({"type": "typing", "session_id": str(session.id)})
+    errors = [f for f in await console.drain() if f["type"] == "error"]
+    assert [e["code"] for e in errors] == ["rate_limited"]
+    await console.close()
