@@ -26,6 +26,7 @@ from chat.api import schema as _schema  # noqa: F401  (registers the bearer sche
 from chat.api import serializers as s
 from chat.api.authentication import BearerAuthentication, ticket_issue
 from chat.api.listing import Cursor, session_history_page
+from chat.api.ratelimit import RETRY_AFTER_ATTR, MessagePostThrottle, SessionCreateThrottle
 from chat.models import Role
 from chat.payloads import message_payload, session_payload
 from dayone_chat.api import ApiError
@@ -50,7 +51,7 @@ class ApiView(APIView):
 @extend_schema(
     tags=["auth"],
     request=s.TokenRequestSerializer,
-    responses={200: s.TokenPairSerializer, 401: s.ErrorSerializer},
+    responses={200: s.TokenPairSerializer, 401: s.ErrorSerializer, 429: s.ErrorSerializer},
     summary="Exchange a username and password for a JWT pair",
 )
 class TokenView(TokenObtainPairView):
@@ -58,6 +59,14 @@ class TokenView(TokenObtainPairView):
         try:
             return super().post(request, *args, **kwargs)
         except AuthenticationFailed:
+            retry_after = getattr(request, RETRY_AFTER_ATTR, None)
+            if retry_after is not None:
+                raise ApiError(
+                    code="login_locked",
+                    detail="Too many failed attempts for this username; try again later.",
+                    status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                    retry_after=retry_after,
+                ) from None
             raise ApiError(
                 code="invalid_credentials",
                 detail="The username or the password is wrong, or the account is disabled.",
@@ -90,6 +99,8 @@ def _payload_for(session: object, role: str) -> dict[str, object]:
 
 
 class SessionListView(ApiView):
+    throttle_classes = [SessionCreateThrottle]  # counts POSTs only
+
     @extend_schema(
         tags=["sessions"],
         parameters=[s.SessionListQuerySerializer],
@@ -123,6 +134,7 @@ class SessionListView(ApiView):
             409: OpenApiResponse(
                 s.LiveSessionExistsSerializer, description="the customer has a live session"
             ),
+            429: OpenApiResponse(s.ErrorSerializer, description="too many sessions created"),
         },
         summary="Open a chat: the session waits in the queue for an agent",
     )
@@ -147,6 +159,8 @@ class SessionDetailView(ApiView):
 
 
 class SessionMessagesView(ApiView):
+    throttle_classes = [MessagePostThrottle]  # counts POSTs only
+
     @extend_schema(
         tags=["sessions"],
         parameters=[SESSION_ID, s.MessageListQuerySerializer],
@@ -188,6 +202,7 @@ class SessionMessagesView(ApiView):
             401: ERRORS[401],
             404: ERRORS[404],
             409: s.ErrorSerializer,
+            429: OpenApiResponse(s.ErrorSerializer, description="too many messages"),
         },
         summary="Send a message; retrying with the same client_msg_id never stores it twice",
     )
