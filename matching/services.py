@@ -93,23 +93,25 @@ def _match_locked(*, now: datetime) -> list[Assignment]:
     auto = bool(settings.AUTO_ACCEPT)
     made: list[Assignment] = []
     while True:
-        sessions = list(
-            ChatSession.objects.select_for_update(of=("self",))
-            .select_related("customer")
-            .filter(status=SessionStatus.WAITING)
-            .order_by("ticket")[:BATCH]
-        )
-        if not sessions:
-            break
+        # Seats first: when every seat is busy (the usual backlog) the run ends after one cheap
+        # query, without touching the waiting rows. Row locks are taken only on what is paired.
         seats = list(
             Seat.objects.select_for_update(of=("agent",))
             .select_related("agent")
             .filter(free_since__isnull=False, agent__status=AgentStatus.AVAILABLE)
-            .order_by("free_since", "id")[: len(sessions)]
+            .order_by("free_since", "id")[:BATCH]
         )
         if not seats:
             break
-        sessions = sessions[: len(seats)]
+        sessions = list(
+            ChatSession.objects.select_for_update(of=("self",))
+            .select_related("customer")
+            .filter(status=SessionStatus.WAITING)
+            .order_by("ticket")[: len(seats)]
+        )
+        if not sessions:
+            break
+        seats = seats[: len(sessions)]
         queued = [(s.ticket, s.enqueued_at) for s in sessions]
         free_since = [seat.free_since for seat in seats]
         chat_services._session_transition(
@@ -145,9 +147,7 @@ def _match_locked(*, now: datetime) -> list[Assignment]:
         for agent_id in sorted({seat.agent_id for seat in seats}):
             agent_services.publish_agent_state(agent_id)
         if len(sessions) < BATCH:
-            # One queue ran dry in this round unless both were exactly BATCH long; one more
-            # cheap round trip settles it.
-            continue
+            break  # one queue ran dry in this round
     return made
 
 

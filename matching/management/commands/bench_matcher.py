@@ -68,14 +68,22 @@ class Command(BaseCommand):
         parser.add_argument("--celery", action="store_true", help="also time the Celery path")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        if ChatSession.objects.filter(status__in=LIVE_STATUSES).exists():
+        if (
+            ChatSession.objects.filter(status__in=LIVE_STATUSES)
+            .exclude(customer__username__startswith="bench-")
+            .exists()
+        ):
             raise CommandError("The queue is not empty: run this on a scratch database.")
-        User.objects.filter(username__startswith="bench-").delete()
+        self._cleanup()
         try:
             self._run(**opts)
         finally:
-            with _after_commit("off"):
-                User.objects.filter(username__startswith="bench-").delete()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        # Sessions first: a seat or agent cannot vanish under a live session (a constraint).
+        ChatSession.objects.filter(customer__username__startswith="bench-").delete()
+        User.objects.filter(username__startswith="bench-").delete()
 
     def _users(self, prefix: str, count: int, **flags: bool) -> list[User]:
         return User.objects.bulk_create(
