@@ -96,6 +96,8 @@ def system(request, transactional_db) -> Iterator[Stack]:
         "CUSTOMER_GRACE_S": "60",
         "MATCH_TICK_S": "1",
         "PRESENCE_HEARTBEAT_S": "2",
+        # Several suites share one PostgreSQL: hold no idle connections between requests.
+        "DB_CONN_MAX_AGE": "0",
         **getattr(request, "param", {}),
     }
     call_command("seed_demo", agents=1, customers=2, password=PASSWORD, stdout=io.StringIO())

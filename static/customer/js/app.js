@@ -195,7 +195,8 @@ class Chat {
     if (waiting) status = "Waiting for an agent";
     else if (s.status === "active") status = agent ? `Chatting with ${agent}` : "Chatting";
     else if (s.status === "incomplete") status = "Interrupted";
-    else status = agent ? `Ended · with ${agent}` : "Ended";
+    else if (s.status === "ended") status = agent ? `Ended · with ${agent}` : "Ended";
+    else status = "Loading…";
     $("chat-status").textContent = status;
     const avatar = $("chat-avatar");
     avatar.textContent = agent ? initials(agent) : "";
@@ -611,11 +612,25 @@ class Chat {
       this.finish();
       return;
     }
-    if (session.status === "incomplete") this.disconnect();
+    if (session.status === "incomplete") {
+      // Unsent messages of a resumable chat go out after "Resume chat".
+      if (!session.resumable) this.dropOutbox();
+      this.disconnect();
+    }
     this.render();
   }
 
+  /** Unsent messages of a chat that is no longer live can never be sent: say so, once. */
+  dropOutbox() {
+    if (!this.outbox.size) return;
+    this.outbox.clear();
+    this._saveOutbox();
+    this.renderPending();
+    toast("A message could not be sent before the chat stopped.");
+  }
+
   finish() {
+    this.dropOutbox();
     this.disconnect();
     this.hideTyping();
     this.render();
@@ -765,12 +780,15 @@ async function openSession(id, known) {
   show($("chat-view"), true);
   setLayout("main");
   try {
+    current.render();
     const session = known || (await api.getSession(id));
     if (chat !== current) return;
     current.session = session;
     current.render();
     await current.loadTranscript();
     if (chat !== current) return;
+    const { status, resumable } = current.session;
+    if (status === "ended" || (status === "incomplete" && !resumable)) current.dropOutbox();
     if (LIVE.has(current.session.status)) {
       current.connect();
       if (!PHONE.matches) $("composer-input").focus();
