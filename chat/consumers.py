@@ -31,6 +31,7 @@ from uuid import UUID
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -211,12 +212,12 @@ class ChatSocket(AsyncWebsocketConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         try:
             await self.disconnect(message.get("code", 1000))
-        finally:
-            for group in list(self.joined):
-                await self.leave(group)
-            from channels.exceptions import StopConsumer
-
-            raise StopConsumer()
+        except Exception:
+            # Presence is also swept from stale heartbeats: a failed goodbye is not fatal.
+            logger.exception("disconnect of %s failed", self.channel_name)
+        for group in list(self.joined):
+            await self.leave(group)
+        raise StopConsumer()
 
     async def join(self, group: str) -> None:
         if group not in self.joined:
@@ -318,7 +319,10 @@ class ChatSocket(AsyncWebsocketConsumer):
     # --- events from the groups ------------------------------------------------------------
 
     async def chat_event(self, message: dict[str, Any]) -> None:
-        await self.relay(message["event"])
+        # Events queued for a socket that was refused at connect (it had joined its groups
+        # before the check) are dropped; a registered socket relays them.
+        if self.registered:
+            await self.relay(message["event"])
 
     async def relay_message(self, stream: SeqStream, event: Frame) -> None:
         seq = event["message"]["seq"]
