@@ -10,7 +10,7 @@ OFFERED/ACTIVE session and its agent is AVAILABLE: that is the seat queue of the
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -34,6 +34,9 @@ AGENT_TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     S.ON_BREAK: frozenset({S.AVAILABLE, S.OFFLINE}),
     S.AWAY: frozenset({S.AVAILABLE, S.BREAK_PENDING, S.ON_BREAK, S.OFFLINE}),
 }
+
+# A planned shift may be started this much before its scheduled start.
+EARLY_START: Final = timedelta(hours=1)
 
 # States an agent may only enter without OFFERED/ACTIVE sessions.
 _EMPTY_HANDED: Final = frozenset({S.ON_BREAK, S.OFFLINE})
@@ -249,7 +252,11 @@ def agent_shift_start(*, agent: Agent) -> Agent:
         if agent.status == S.OFFLINE:
             scheduled = (
                 Shift.objects.filter(
-                    agent_id=agent.pk, started_at=None, ended_at=None, scheduled_end__gt=now
+                    agent_id=agent.pk,
+                    started_at=None,
+                    ended_at=None,
+                    scheduled_end__gt=now,
+                    scheduled_start__lte=now + EARLY_START,
                 )
                 .order_by("scheduled_start")
                 .first()
@@ -259,6 +266,11 @@ def agent_shift_start(*, agent: Agent) -> Agent:
                 scheduled.save(update_fields=["started_at"])
             else:
                 Shift.objects.create(agent=agent, started_at=now)
+            if agent.disconnected_at is not None:
+                # A console that closed during an earlier shift must not count against this
+                # one: the agent-grace clock starts again now.
+                agent.disconnected_at = now
+                agent.save(update_fields=["disconnected_at"])
         elif agent.status != S.AWAY:
             raise DomainError(
                 "invalid_transition",

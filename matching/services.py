@@ -254,9 +254,9 @@ def sweep_stale_connections() -> int:
     """Sockets not refreshed for three heartbeats count as closed (their process died)."""
     cutoff = timezone.now() - timedelta(seconds=3 * settings.PRESENCE_HEARTBEAT_S)
     stale = list(
-        Connection.objects.filter(last_seen_at__lt=cutoff).values_list(
-            "channel_name", "role", "last_seen_at"
-        )[:SWEEP_LIMIT]
+        Connection.objects.filter(last_seen_at__lt=cutoff)
+        .order_by("last_seen_at")  # the last one of a session or agent sets when they left
+        .values_list("channel_name", "role", "last_seen_at")[:SWEEP_LIMIT]
     )
     for channel_name, role, seen in stale:
         if role == Role.AGENT:

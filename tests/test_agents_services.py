@@ -418,3 +418,28 @@ def test_agent_operation_publishes_agent_state_when_committed(django_capture_on_
     states = [e for e in tap.events() if e["type"] == "agent.state"]
     assert states[-1]["status"] == "available"
     assert len(states[-1]["seats"]) == 2
+
+
+def test_shift_start_ignores_planned_shift_when_it_starts_much_later():
+    agent = AgentFactory()
+    now = timezone.now()
+    tomorrow = Shift.objects.create(
+        agent=agent,
+        scheduled_start=now + timedelta(hours=20),
+        scheduled_end=now + timedelta(hours=28),
+    )
+    services.agent_shift_start(agent=agent)
+    tomorrow.refresh_from_db()
+    assert tomorrow.started_at is None
+    assert Shift.objects.filter(agent=agent, started_at__isnull=False).count() == 1
+
+
+def test_shift_start_restarts_agent_grace_when_console_closed_in_an_earlier_shift(settings):
+    settings.AGENT_GRACE_S = 300
+    agent = available_agent()
+    services.agent_connected(agent=agent, channel_name="a.1")
+    services.agent_disconnected(channel_name="a.1", at=timezone.now() - timedelta(hours=5))
+    services.agent_shift_end(agent=agent)
+    services.agent_shift_start(agent=agent)
+    assert tick()["agents_gone"] == 0
+    assert Agent.objects.get(pk=agent.pk).status == AV
