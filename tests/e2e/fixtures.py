@@ -22,6 +22,10 @@ from tests.e2e.stack import Stack
 
 
 def stack_fixture(*, env: dict[str, str], servers: int = 2) -> Any:
+    # Idle persistent connections of every server thread add up on a PostgreSQL shared by
+    # parallel test runs; tests do not need them (a test may still ask for them in ``env``).
+    env = {"DB_CONN_MAX_AGE": "0", **env}
+
     @pytest.fixture(scope="module")
     def stack(django_db_setup: None) -> Iterator[Stack]:
         running = Stack.start(
