@@ -488,3 +488,17 @@ async def test_waiting_customer_sees_the_offer_and_the_agent_when_matched():
     await socket.close()
     refreshed = await adb(ChatSession.objects.get)(pk=session.id)
     assert refreshed.status == SessionStatus.ACTIVE
+
+
+async def test_waiting_customer_moves_back_when_a_declined_offer_returns_ahead():
+    first = await waiting_session()
+    second = await waiting_session()
+    socket = await Socket.open(app, path_of(second), user=second.customer)
+    assert (await socket.recv())["session"]["position"] == 2
+    agent = await adb(lambda: available_agent(capacity=1))()
+    # The first customer is offered to the agent: the second moves to the head.
+    await socket.expect("session.state", lambda f: f["session"]["position"] == 1)
+    await adb(matching_services.offer_decline)(session_id=first.id, agent=agent)
+    # Declined: the first goes back ahead of the second, with its old ticket.
+    await socket.expect("session.state", lambda f: f["session"]["position"] == 2)
+    await socket.close()
