@@ -131,6 +131,7 @@ class SessionListView(ApiView):
             201: s.SessionSerializer,
             400: s.ErrorSerializer,
             401: ERRORS[401],
+            403: OpenApiResponse(s.ErrorSerializer, description="a staff account (customers_only)"),
             409: OpenApiResponse(
                 s.LiveSessionExistsSerializer, description="the customer has a live session"
             ),
@@ -139,6 +140,14 @@ class SessionListView(ApiView):
         summary="Open a chat: the session waits in the queue for an agent",
     )
     def post(self, request: Request) -> Response:
+        if request.user.is_staff:
+            # Agents and leads are never customers: a staff account's chat could be offered to
+            # its own holder, and it would hold a place in the customers' queue.
+            raise ApiError(
+                code="customers_only",
+                detail="Only customer accounts open chats.",
+                status_code=status.HTTP_403_FORBIDDEN,
+            )
         body = s.SessionCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         session = services.session_create(customer=request.user, topic=body.validated_data["topic"])
