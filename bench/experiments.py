@@ -1,11 +1,19 @@
 """Proposals of docs/performance.md, measured before anyone adopts them.
 
-``python -m bench.run --asgi-app bench.experiments:async_publish`` serves the project's own ASGI
-application with ONE change: ``chat.events.send_now``, called by the services after commit in a
-database thread, hands the ``group_send`` to the event loop and returns, instead of blocking
-that thread until Redis has answered (``async_to_sync``). Sends to one group stay in order (each
-waits for the previous one to the same group). Nothing else differs; this module is not used by
-the project, only by the benchmark, and docs/performance.md shows the change as a patch.
+Each name below is the project's own ASGI application with ONE change patched in at import
+(``python -m bench.run --asgi-app bench.experiments:<name>``, or a ``system@<variant>`` target of
+bench.run). Nothing here is used by the project itself; docs/performance.md shows each change as
+the patch it would be.
+
+* ``async_publish``: ``chat.events`` publishes after commit from the database thread and WAITS
+  there until Redis has answered the ``group_send`` (two round trips per group). Here the send is
+  handed to the publisher's event loop and the thread returns at once; sends to one group stay
+  in order (each waits for the previous one to the same group).
+* ``one_group``: ``message_post`` publishes every message to the session group AND the agent
+  group of the session's agent, and the console (which joined the session group when the offer
+  came) drops the second copy. Here a message goes to the session group only: one group_send
+  and one delivery less per message.
+* ``fast``: both.
 """
 
 from __future__ import annotations
@@ -14,8 +22,6 @@ import asyncio
 import contextlib
 import logging
 from typing import Any
-
-from asgiref.sync import SyncToAsync
 
 from dayone_chat.asgi import application as project_application
 
@@ -27,15 +33,16 @@ def install_async_publish() -> None:
 
     from chat import events
 
-    blocking_send = events.send_now
-    tails: dict[str, asyncio.Task[None]] = {}
+    publisher = getattr(events, "_Publisher", None)
+    if publisher is None:  # an older chat.events: nothing of this shape to patch
+        return
+    tails: dict[str, asyncio.Future[None]] = {}
 
-    def send_now(group: str, event: dict[str, Any]) -> None:
-        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    def send(cls: type, group: str, event: dict[str, Any]) -> None:
         layer = get_channel_layer()
-        if loop is None or not loop.is_running() or layer is None:
-            blocking_send(group, event)
+        if layer is None:
             return
+        loop = cls.loop()
         message = {"type": events.LAYER_TYPE, "event": event}
 
         def schedule() -> None:
@@ -53,7 +60,7 @@ def install_async_publish() -> None:
             task = loop.create_task(deliver())
             tails[group] = task
 
-            def forget(done: asyncio.Task[None]) -> None:
+            def forget(done: asyncio.Future[None]) -> None:
                 if tails.get(group) is done:
                     del tails[group]
 
@@ -61,8 +68,34 @@ def install_async_publish() -> None:
 
         loop.call_soon_threadsafe(schedule)
 
-    events.send_now = send_now
+    publisher.send = classmethod(send)
 
 
-install_async_publish()
-async_publish = project_application
+def install_one_group() -> None:
+    from chat import events, services
+
+    publish = services.publish_on_commit
+
+    def publish_on_commit(group: str, event: dict[str, Any]) -> None:
+        if event.get("type") == events.MESSAGE and group.startswith("agent."):
+            return
+        publish(group, event)
+
+    services.publish_on_commit = publish_on_commit
+
+
+def _only(*installers: Any) -> Any:
+    for install in installers:
+        install()
+    return project_application
+
+
+# Each module-level name is resolved by daphne in its own process: only one applies per run.
+def __getattr__(name: str) -> Any:
+    if name == "async_publish":
+        return _only(install_async_publish)
+    if name == "one_group":
+        return _only(install_one_group)
+    if name == "fast":
+        return _only(install_async_publish, install_one_group)
+    raise AttributeError(name)

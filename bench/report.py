@@ -21,6 +21,19 @@ NAMES = {
 }
 
 
+def keys(results: dict) -> list[str]:
+    """The targets present in a results dict, floors first, then the system and its variants."""
+    fixed = [k for k in NAMES if results.get(k)]
+    variants = sorted(k for k in results if k.startswith("system@") and results.get(k))
+    return fixed + variants
+
+
+def name_of(key: str) -> str:
+    if key.startswith("system@"):
+        return f"DayOne Chat + {key.partition('@')[2]} (proposal)"
+    return NAMES[key]
+
+
 def step_at(result: dict | None, rate: float) -> dict | None:
     """The load step closest to ``rate`` messages/s (the targets name 200 and 500)."""
     if not result or not result.get("steps"):
@@ -47,17 +60,21 @@ def nan(value: float | None) -> float:
 
 
 def correct(results: dict) -> bool:
-    system = results.get("system")
-    if not system:
+    """Every system run (the plain one and each variant) lost, duplicated and misordered
+    nothing and passed verify_fairness; with no system run, the floors delivered everything."""
+    systems = [k for k in keys(results) if k.startswith("system")]
+    if not systems:
         return all(
             (
                 results[k]["totals"]["not_delivered"] == 0
                 and results[k]["totals"]["delivered_twice"] == 0
             )
-            for k in NAMES
-            if k in results
+            for k in keys(results)
         )
-    c = system["correctness"]
+    return all(system_correct(results[k]["correctness"]) for k in systems)
+
+
+def system_correct(c: dict) -> bool:
     return (
         c["lost"] == 0
         and c["duplicated"] == 0
@@ -77,7 +94,7 @@ def table(results: dict) -> str:
     high = 500.0 if results.get("mode") == "full" else (rates[-1] if rates else 0)
 
     config = results.get("config", {})
-    loads = {k: results[k].get("load_average") for k in NAMES if results.get(k)}
+    loads = {k: results[k].get("load_average") for k in keys(results)}
     lines.append(
         f"Run: {results.get('mode')} mode, {config.get('agents')} agents, {config.get('active')} "
         f"active chats + {config.get('waiting')} waiting, {config.get('servers')} daphne "
@@ -91,16 +108,14 @@ def table(results: dict) -> str:
         "| server CPU ms/msg |"
     )
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for key in NAMES:
-        result = results.get(key)
-        if not result:
-            continue
+    for key in keys(results):
+        result = results[key]
         for step in result["steps"]:
             lat = step["latency"]
             cpu = server_cpu_s(step, key)
             per_msg = cpu * 1000 / step["delivered"] if step["delivered"] else None
             lines.append(
-                f"| {step['rate']:g} | {NAMES[key]} | {fmt(step['delivered_per_s'])} | "
+                f"| {step['rate']:g} | {name_of(key)} | {fmt(step['delivered_per_s'])} | "
                 f"{fmt(lat['p50_ms'])} | {fmt(lat['p95_ms'])} | {fmt(lat['p99_ms'])} | "
                 f"{fmt(lat['max_ms'])} | {fmt(per_msg)} |"
             )
@@ -186,6 +201,32 @@ def table(results: dict) -> str:
             f"{system['breaks_taken']}, PostgreSQL connections (peak) "
             f"{system.get('db_connections_peak')}, errors {system['errors']}"
         )
+    variants = [k for k in keys(results) if k.startswith("system@")]
+    if variants:
+        lines.append("")
+        lines.append(
+            "Proposals, measured in the same run (each on a fresh copy of the database); server "
+            "CPU is daphne + Celery, per delivered message:"
+        )
+        lines.append("")
+        lines.append(
+            "| run | msg/s | p50 ms | p99 ms | server CPU ms/msg | matching p50 / p99 ms "
+            "| lost | duplicated | fairness |"
+        )
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        for key in [k for k in keys(results) if k.startswith("system")]:
+            result = results[key]
+            c = result["correctness"]
+            for step in result["steps"]:
+                cpu = server_cpu_s(step, key)
+                per_msg = cpu * 1000 / step["delivered"] if step["delivered"] else None
+                lines.append(
+                    f"| {name_of(key)} | {step['rate']:g} | {fmt(step['latency']['p50_ms'])} | "
+                    f"{fmt(step['latency']['p99_ms'])} | {fmt(per_msg)} | "
+                    f"{fmt(result['matching']['p50_ms'])} / {fmt(result['matching']['p99_ms'])} "
+                    f"| {c['lost']} | {c['duplicated']} | "
+                    f"{'ok' if c['fairness_exit'] == 0 else 'FAILED'} |"
+                )
     for key in ("floor_websockets", "floor_channels", "floor_channels_batched"):
         if results.get(key):
             lines.append(
@@ -203,7 +244,7 @@ def server_cpu_s(step: dict, key: str) -> float:
             continue
         if name == "load_generator":
             continue
-        if key == "system" or name.startswith("floor"):
+        if key.startswith("system") or name.startswith("floor"):
             total += figures.get("cpu_s", 0.0)
     return total
 
@@ -222,11 +263,16 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
         "floor_channels_batched": "#8ab17d",
         "system": "#e76f51",
     }
-    rates = sorted({s["rate"] for k in NAMES if results.get(k) for s in results[k]["steps"]})
+    rates = sorted({s["rate"] for k in keys(results) for s in results[k]["steps"]})
     reference = 200.0 if results.get("mode") == "full" else (rates[0] if rates else 0)
 
+    palette = ["#264653", "#9b5de5", "#f15bb5", "#00bbf9", "#577590", "#bc6c25"]
+    for index, key in enumerate(k for k in keys(results) if k not in colors):
+        colors[key] = palette[index % len(palette)]
+
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for key, name in NAMES.items():
+    for key in keys(results):
+        name = name_of(key)
         step = step_at(results.get(key), reference)
         if not step or not step["latencies_ms"]:
             continue
@@ -251,10 +297,9 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     made.append(path)
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    for key, name in NAMES.items():
-        result = results.get(key)
-        if not result:
-            continue
+    for key in keys(results):
+        name = name_of(key)
+        result = results[key]
         steps = sorted(result["steps"], key=lambda s: s["rate"])
         x = [s["rate"] for s in steps]
         ax.plot(

@@ -53,6 +53,25 @@ QUICK = {
 }
 
 
+# ``system@<variant>`` targets: the real system with a measured proposal applied (the settings
+# module and/or the ASGI application daphne serves, or more daphne processes), run in the same
+# invocation as the plain ``system`` so both see the same machine.
+VARIANTS: dict[str, dict[str, object]] = {
+    "pooled": {"settings": "bench.settings_pooled"},
+    "batched": {"settings": "bench.settings_batched"},
+    "async_publish": {"asgi_app": "bench.experiments:async_publish"},
+    "one_group": {"asgi_app": "bench.experiments:one_group"},
+    "fast": {"asgi_app": "bench.experiments:fast"},
+    "all": {"settings": "bench.settings_batched", "asgi_app": "bench.experiments:fast"},
+    "two": {"servers": 2},
+    "all_two": {
+        "settings": "bench.settings_batched",
+        "asgi_app": "bench.experiments:fast",
+        "servers": 2,
+    },
+}
+
+
 def parse_steps(text: str) -> list[tuple[float, float]]:
     steps = []
     for part in text.split(","):
@@ -93,8 +112,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default="websockets,channels,system",
-        help="which of websockets,channels,channels_batched,system to run (default: "
-        "websockets,channels,system; channels_batched is the Channels floor with bench.layers)",
+        help="which of websockets,channels,channels_batched,system,system@VARIANT to run "
+        "(default: websockets,channels,system; channels_batched is the Channels floor with "
+        f"bench.layers; variants: {', '.join(VARIANTS)})",
     )
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--plots-dir", type=Path, help="where the PNGs go")
@@ -119,6 +139,11 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, value)
     args.steps = parse_steps(args.steps)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for target in args.targets:
+        base, _, variant = target.partition("@")
+        known = base in ("websockets", "channels", "channels_batched", "system")
+        if not known or (variant and (base != "system" or variant not in VARIANTS)):
+            parser.error(f"unknown target {target!r}")
     if args.plots_dir is None:
         args.plots_dir = RESULTS if args.quick else ROOT / "docs" / "img"
     return args
@@ -263,6 +288,7 @@ async def watch_connections(stack: Stack, sampler: Sampler) -> None:
 async def drive_system(
     stack: Stack, args: argparse.Namespace, sampler: Sampler, run_dir: Path
 ) -> dict[str, object]:
+    """The real system; ``args`` may carry a variant's settings, application or servers."""
     print(f"  [system] preparing the database {stack.db['NAME']}", flush=True)
     customers = int((args.active + args.waiting) * 1.3) + 10
     started = time.monotonic()
@@ -327,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         "mode": mode,
         "command": "python -m bench.run " + " ".join(sys.argv[1:] if argv is None else argv),
         "started": stamp,
+        "run_dir": str(run_dir),
         "machine": machine(),
         "config": {k: v for k, v in vars(args).items() if k not in ("plots_dir",)},
     }
@@ -341,31 +368,38 @@ def main(argv: list[str] | None = None) -> int:
             # (Not its children: those are the servers, watched on their own.)
             sampler.watch("load_generator", os.getpid(), children=False)
             load_before = os.getloadavg()[0]
-            if target == "system":
-                system = asyncio.run(drive_system(stack, args, sampler, run_dir))
+            if target.startswith("system"):
+                variant = VARIANTS.get(target.partition("@")[2], {})
+                run_args = argparse.Namespace(**{**vars(args), **variant})
+                stack.settings = str(variant.get("settings", args.settings))
+                # A variant's logs and profiles go to a directory of their own.
+                stack.run_dir = run_dir / target.replace("@", "-") if variant else run_dir
+                stack.run_dir.mkdir(exist_ok=True)
+                system = asyncio.run(drive_system(stack, run_args, sampler, stack.run_dir))
+                system["variant"] = {k: v for k, v in variant.items()}
                 print("  [system] checking the database", flush=True)
                 system["correctness"] = __import__("bench.correctness").correctness.check(
                     stack, system
                 )
                 for key in ("sent_ids", "refused_ids", "delivered_counts"):
                     system.pop(key, None)
-                results["system"] = system
+                results[target] = system
             else:
                 results[f"floor_{target}"] = asyncio.run(drive_floor(target, stack, args, sampler))
-            key = "system" if target == "system" else f"floor_{target}"
+            key = target if target.startswith("system") else f"floor_{target}"
             # Other work on the machine (the 1-minute load average; 2 = both cores busy).
             results[key]["load_average"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
     finally:
         stack.stop_all()
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     out = run_dir / "results.json"
-    out.write_text(json.dumps(results, indent=1))
+    out.write_text(json.dumps(results, indent=1, default=str))
     shutil.copy(out, RESULTS / "latest.json")
     if args.out:
         shutil.copy(out, args.out)
     plots = report.plots(results, args.plots_dir)
     text = report.table(results)
-    for key in report.NAMES:
+    for key in report.keys(results):
         for profile in (results.get(key) or {}).get("profiles", []):
             text += "\n" + report.profile_summary(Path(profile))
     (run_dir / "summary.md").write_text(text)
