@@ -260,7 +260,7 @@ class ChatSocket(AsyncWebsocketConsumer):
             return
         try:
             frame = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
             await self.send_error("invalid_json", "The frame is not valid JSON.")
             return
         if not isinstance(frame, dict):
