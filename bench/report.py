@@ -98,7 +98,8 @@ def table(results: dict) -> str:
     lines.append(
         f"Run: {results.get('mode')} mode, {config.get('agents')} agents, {config.get('active')} "
         f"active chats + {config.get('waiting')} waiting, {config.get('servers')} daphne "
-        f"process(es); machine load average before/after each target: {loads}. The targets "
+        f"process(es), settings {config.get('settings')}, application {config.get('asgi_app')}; "
+        f"machine load average before/after each target: {loads}. The targets "
         "of issue 8 are for the full run (500 agents, 1,000 + 500, 200 and 500 msg/s); a "
         "smaller run is compared with them for orientation only."
     )
