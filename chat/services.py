@@ -74,16 +74,40 @@ class MessagePost:
 # --- events ------------------------------------------------------------------------------------
 
 
-def publish_session_state(session: ChatSession, *, agent_ids: Sequence[int] = ()) -> None:
+class _Estimate:
+    """The queue's seconds-per-position, computed at most once for all the payloads built after
+    one commit (a matcher batch builds two per pair)."""
+
+    def __init__(self) -> None:
+        self._value: float | None = None
+        self._known = False
+
+    def __call__(self) -> float | None:
+        if not self._known:
+            from matching.selectors import seconds_per_queue_position
+
+            self._value = seconds_per_queue_position()
+            self._known = True
+        return self._value
+
+
+def publish_session_state(
+    session: ChatSession, *, agent_ids: Sequence[int] = (), estimate: _Estimate | None = None
+) -> None:
     """``session.state`` after commit to the session group and the consoles of ``agent_ids``
     (the session's agent and, when it just left one, the previous agent)."""
     snapshot = copy.copy(session)
+    shared = estimate or _Estimate()
+
+    def payload(*, for_agent: bool) -> dict[str, object]:
+        per = shared() if snapshot.status in (St.WAITING, St.OFFERED) else None
+        return session_payload(snapshot, seconds_per_position=per, for_agent=for_agent)
 
     def for_customer() -> Event:
         return {
             "type": SESSION_STATE,
             "session_id": str(snapshot.id),
-            "session": session_payload(snapshot),
+            "session": payload(for_agent=False),
         }
 
     publish_built_on_commit([session_group(snapshot.id)], for_customer)
@@ -95,21 +119,23 @@ def publish_session_state(session: ChatSession, *, agent_ids: Sequence[int] = ()
         return {
             "type": SESSION_STATE,
             "session_id": str(snapshot.id),
-            "session": session_payload(snapshot, for_agent=True),
+            "session": payload(for_agent=True),
         }
 
     publish_built_on_commit([agent_group(a) for a in targets], for_agent)
 
 
-def _publish_queue_changed(*, joined: Sequence[int] = (), left: Sequence[int] = ()) -> None:
+def _publish_queue_changed(
+    *, joined: Sequence[int] = (), left: Sequence[int] = (), estimate: _Estimate | None = None
+) -> None:
     if not joined and not left:
         return
+    shared = estimate or _Estimate()
 
     def deliver() -> None:
         from chat.events import send_after_commit
-        from matching.selectors import seconds_per_queue_position
 
-        per = seconds_per_queue_position()
+        per = shared()
         for ticket in joined:
             send_after_commit(
                 QUEUE_GROUP,
@@ -260,13 +286,17 @@ def _session_transition(
         agent = Agent.objects.select_for_update().get(pk=agent_id)
         agent_services.seats_released(agent=agent, seat_ids=released[agent_id], now=now)
 
+    estimate = _Estimate()
     _publish_queue_changed(
         joined=[s.ticket for s in joined_wait if s.ticket is not None],
         left=[s.ticket for s in left_wait if s.ticket is not None],
+        estimate=estimate,
     )
     for session in sessions:
         prev = previous_agent[session.id]
-        publish_session_state(session, agent_ids=[prev] if prev is not None else [])
+        publish_session_state(
+            session, agent_ids=[prev] if prev is not None else [], estimate=estimate
+        )
         if to == St.ENDED:
             publish_on_commit(
                 session_group(session.id),
