@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from collections.abc import Mapping
+from typing import IO, Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -20,6 +23,31 @@ class ApiError(exceptions.APIException):
         self.status_code = status_code
         self.error_code = code
         self.extra = extra
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, bounded: DRF reads a JSON body from the stream whole (Django's
+    DATA_UPLOAD_MAX_MEMORY_SIZE only guards ``request.body``), and a deeply nested body raised
+    RecursionError, which became a 500. Both are the caller's fault: 413 and 400."""
+
+    def parse(
+        self,
+        stream: IO[bytes],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
+        limit = settings.REST_MAX_BODY_BYTES
+        raw = stream.read(limit + 1)
+        if len(raw) > limit:
+            raise ApiError(
+                code="body_too_large",
+                detail=f"A request body has at most {limit} bytes.",
+                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        try:
+            return super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply.") from None
 
 
 def _first_message(detail: Any) -> str:

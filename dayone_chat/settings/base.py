@@ -132,6 +132,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "dayone_chat.api.JSONParser",  # bounded size and depth (docs/security.md)
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "EXCEPTION_HANDLER": "dayone_chat.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
@@ -184,6 +189,8 @@ SESSION_CREATE_RATE_COUNT = env_int("SESSION_CREATE_RATE_COUNT", 10)
 SESSION_CREATE_RATE_WINDOW_S = env_int("SESSION_CREATE_RATE_WINDOW_S", 60)
 MESSAGE_RATE_COUNT = env_int("MESSAGE_RATE_COUNT", 30)
 MESSAGE_RATE_WINDOW_S = env_int("MESSAGE_RATE_WINDOW_S", 10)
+# A REST request body (JSON) has at most this many bytes; a message is at most 16 KB of UTF-8.
+REST_MAX_BODY_BYTES = env_int("REST_MAX_BODY_BYTES", 65536)
 
 LOGGING = {
     "version": 1,
