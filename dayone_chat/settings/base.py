@@ -50,6 +50,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "dayone_chat.security.content_security_policy",  # pages without a policy of their own
 ]
 
 ROOT_URLCONF = "dayone_chat.urls"
