@@ -124,7 +124,7 @@ def send_after_commit(group: str, event: Event) -> None:
 
 def publish_on_commit(group: str, event: Event) -> None:
     """Send ``event`` to ``group`` once the current transaction commits (at once outside one)."""
-    transaction.on_commit(lambda: _Publisher.send(group, event))
+    transaction.on_commit(lambda: _Publisher.send(group, event), robust=True)
 
 
 def publish_built_on_commit(groups: Sequence[str], build: Callable[[], Event | None]) -> None:
@@ -146,4 +146,4 @@ def publish_built_on_commit(groups: Sequence[str], build: Callable[[], Event | N
         for group in groups:
             _Publisher.send(group, event)
 
-    transaction.on_commit(deliver)
+    transaction.on_commit(deliver, robust=True)

@@ -147,7 +147,7 @@ def _publish_queue_changed(
                 {"type": QUEUE_CHANGED, "left_ticket": ticket, "seconds_per_position": per},
             )
 
-    transaction.on_commit(deliver)
+    transaction.on_commit(deliver, robust=True)
 
 
 # --- the transition function -------------------------------------------------------------------

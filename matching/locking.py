@@ -18,6 +18,7 @@ only while their agent's row is locked, so the agent row is the lock of its seat
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from typing import Final
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 # Arbitrary but fixed: "DAYONEQ" as a 64-bit key of the one-key advisory lock space.
 QUEUE_LOCK: Final = 0x4441594F4E4551
@@ -86,6 +89,14 @@ def matcher_pending() -> bool:
 
 
 def _after_commit_match() -> None:
+    """Never raises: the caller's transaction is committed, and the tick is the safety net."""
+    try:
+        _match_now()
+    except Exception:
+        logger.exception("after-commit matcher run failed; the next tick will pair")
+
+
+def _match_now() -> None:
     from matching import services as matching_services
 
     mode = getattr(settings, "MATCH_AFTER_COMMIT", None) or os.environ.get(
@@ -112,4 +123,4 @@ def request_match_on_commit() -> None:
     current = set(connection.savepoint_ids)
     if any(func is _after_commit_match and sids <= current for sids, func, _ in pending):
         return
-    transaction.on_commit(_after_commit_match)
+    transaction.on_commit(_after_commit_match, robust=True)

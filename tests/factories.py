@@ -141,12 +141,14 @@ class GroupTap:
 
         self._layer = get_channel_layer()
         self._sync = async_to_sync
+        self._groups = groups
         self.channel: str = async_to_sync(self._layer.new_channel)()
         for group in groups:
             async_to_sync(self._layer.group_add)(group, self.channel)
 
     def events(self, *, timeout: float = 0.3) -> list[dict[str, Any]]:
-        """Every event received until ``timeout`` seconds pass without one."""
+        """Every event received until ``timeout`` seconds pass without one; then stops listening
+        (call it once, at the end)."""
         import asyncio
 
         async def drain() -> list[dict[str, Any]]:
@@ -158,4 +160,12 @@ class GroupTap:
                     return got
                 got.append(message["event"])
 
-        return self._sync(drain)()
+        async def drain_and_leave() -> list[dict[str, Any]]:
+            got = await drain()
+            # Leave the groups, or the layer keeps feeding a channel nobody reads (until the
+            # group expires, a day later) and logs "over capacity" for every event.
+            for group in self._groups:
+                await self._layer.group_discard(group, self.channel)
+            return got
+
+        return self._sync(drain_and_leave)()

@@ -225,7 +225,17 @@ def test_fairness_and_constraints_hold_when_processes_race():
 
     time.sleep(2.1)
     tick()
-    assert Assignment.objects.count() > 100
+    from matching.models import FreeSpan, WaitSpan
+
+    # What happened, counted from the database: pairings, messages, queue entries and seat frees.
+    happened = {
+        "assignments": Assignment.objects.count(),
+        "messages": Message.objects.count(),
+        "queue_entries": WaitSpan.objects.count(),
+        "seat_frees": FreeSpan.objects.count(),
+    }
+    print(f"concurrency: recorded {happened} ({sum(happened.values())} in all)")
+    assert happened["assignments"] > 100
     assert fairness_violations() == []
     seated = list(
         ChatSession.objects.filter(status__in=["offered", "active"]).values_list(
