@@ -37,10 +37,10 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
 from chat import events, selectors, services
-from chat.errors import DomainError
+from chat.errors import UNAVAILABLE, UNAVAILABLE_CODE, UNAVAILABLE_DETAIL, DomainError
 from chat.models import ChatSession, Role, SessionStatus
 from chat.payloads import message_payload, queue_position, session_payload
-from chat.ws_auth import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND
+from chat.ws_auth import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_TRY_AGAIN
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +209,14 @@ class ChatSocket(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        try:
+            await super().websocket_connect(message)
+        except UNAVAILABLE as exc:
+            # A backing server is away while the socket opens: "try again later", not a crash.
+            logger.warning("socket refused: %s", type(exc).__name__)
+            await self.close(code=CLOSE_TRY_AGAIN)
+
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         try:
             await self.disconnect(message.get("code", 1000))
@@ -279,6 +287,11 @@ class ChatSocket(AsyncWebsocketConsumer):
             await self.send_error(
                 exc.code, exc.detail, **self.error_context(frame), **_jsonable(exc.extra)
             )
+        except UNAVAILABLE as exc:
+            # The database or Redis is away: say so and stay open; the client retries the
+            # same client_msg_id, which can never store the message twice.
+            logger.warning("frame %s refused: %s", kind, type(exc).__name__)
+            await self.send_error(UNAVAILABLE_CODE, UNAVAILABLE_DETAIL, **self.error_context(frame))
 
     def error_context(self, frame: Frame) -> Frame:
         """Fields of the refused frame repeated in the error (client_msg_id, session_id)."""

@@ -8,6 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# A backing server (PostgreSQL, Redis) is briefly away: not the caller's fault nor a bug. REST
+# answers 503 ``service_unavailable``, sockets an error frame (or close 4503, "try again later").
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
+UNAVAILABLE_CODE = "service_unavailable"
+UNAVAILABLE_DETAIL = "The service is briefly unavailable; please retry in a few seconds."
+
 
 class DomainError(Exception):
     def __init__(self, code: str, detail: str, *, http_status: int = 409, **extra: Any) -> None:

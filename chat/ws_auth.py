@@ -35,6 +35,7 @@ from django.http import parse_cookie
 from rest_framework.exceptions import AuthenticationFailed
 
 from chat.api.authentication import TICKET_KEY_PREFIX, user_from_bearer
+from chat.errors import UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_BAD_REQUEST = 4400
+CLOSE_TRY_AGAIN = 4503  # the database or Redis is briefly away: reconnect in a moment
 
 Scope = dict[str, Any]
 
@@ -176,7 +178,11 @@ class WebsocketAuthMiddleware:
             host = headers.get(b"host")
             if not origin_allowed(origin.decode("latin1"), host.decode("latin1") if host else None):
                 return await refuse(receive, send, CLOSE_FORBIDDEN)
-        user, how = await authenticate_scope(scope)
+        try:
+            user, how = await authenticate_scope(scope)
+        except UNAVAILABLE as exc:
+            logger.warning("socket refused: %s", type(exc).__name__)
+            return await refuse(receive, send, CLOSE_TRY_AGAIN)
         if user is None:
             return await refuse(receive, send, CLOSE_UNAUTHENTICATED)
         return await self.app(dict(scope, user=user, auth_method=how), receive, send)

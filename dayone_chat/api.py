@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Mapping
 from typing import IO, Any
 
@@ -12,7 +13,9 @@ from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from chat.errors import DomainError
+from chat.errors import UNAVAILABLE, UNAVAILABLE_CODE, UNAVAILABLE_DETAIL, DomainError
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(exceptions.APIException):
@@ -67,6 +70,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, DomainError):
         # The domain's refusals carry their own status and extra fields (e.g. session_id).
         return Response(exc.as_dict(), status=exc.http_status)
+    if isinstance(exc, UNAVAILABLE):
+        # PostgreSQL or Redis is away (a restart, a failover): a clear answer, not a 500 page.
+        logger.warning("answered 503: %s", type(exc).__name__)
+        return Response(
+            {"code": UNAVAILABLE_CODE, "detail": UNAVAILABLE_DETAIL},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "5"},
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
