@@ -23,9 +23,20 @@ NAMES = {
 
 def keys(results: dict) -> list[str]:
     """The targets present in a results dict, floors first, then the system and its variants."""
-    fixed = [k for k in NAMES if results.get(k)]
-    variants = sorted(k for k in results if k.startswith("system@") and results.get(k))
+    fixed = [k for k in NAMES if (results.get(k) or {}).get("steps")]
+    variants = sorted(
+        k for k in results if k.startswith("system@") and (results.get(k) or {}).get("steps")
+    )
     return fixed + variants
+
+
+def failed(results: dict) -> list[str]:
+    """Targets that did not finish (their traceback is in the results)."""
+    return [
+        k
+        for k, v in results.items()
+        if (k in NAMES or k.startswith("system@")) and isinstance(v, dict) and v.get("failed")
+    ]
 
 
 def name_of(key: str) -> str:
@@ -62,6 +73,8 @@ def nan(value: float | None) -> float:
 def correct(results: dict) -> bool:
     """Every system run (the plain one and each variant) lost, duplicated and misordered
     nothing and passed verify_fairness; with no system run, the floors delivered everything."""
+    if failed(results):
+        return False
     systems = [k for k in keys(results) if k.startswith("system")]
     if not systems:
         return all(
@@ -86,9 +99,9 @@ def system_correct(c: dict) -> bool:
 
 def table(results: dict) -> str:
     lines = []
-    system = results.get("system")
-    ws = results.get("floor_websockets")
-    ch = results.get("floor_channels")
+    system = results.get("system") if "system" in keys(results) else None
+    ws = results.get("floor_websockets") if "floor_websockets" in keys(results) else None
+    ch = results.get("floor_channels") if "floor_channels" in keys(results) else None
     rates = sorted({s["rate"] for r in (system, ws, ch) if r for s in r["steps"]})
     low = 200.0 if results.get("mode") == "full" else (rates[0] if rates else 0)
     high = 500.0 if results.get("mode") == "full" else (rates[-1] if rates else 0)
@@ -152,7 +165,7 @@ def table(results: dict) -> str:
             ),
         ]
         for key, name in (("floor_websockets", "websockets"), ("floor_channels", "Channels")):
-            floor = step_at(results.get(key), low)
+            floor = step_at(results.get(key), low) if key in keys(results) else None
             if floor and floor["latency"]["p50_ms"] and s_low["latency"]["p50_ms"] is not None:
                 rows.append(
                     (
@@ -196,6 +209,9 @@ def table(results: dict) -> str:
         )
         lines.append("")
         lines.append(
+            f"active chats after the ramp {system.get('active_after_ramp')} (asked "
+            f"{config.get('active')}), at the end of each step "
+            f"{[s.get('active_chats') for s in system['steps']]}; "
             f"open sockets {system['sockets']}, messages sent {c['messages_sent']}, "
             f"stored {c['messages_stored']}, refused {c['refused']}, chats ended "
             f"{system['chats_ended']}, offers {system['matching']['offers']}, breaks "
@@ -229,12 +245,15 @@ def table(results: dict) -> str:
                     f"{'ok' if c['fairness_exit'] == 0 else 'FAILED'} |"
                 )
     for key in ("floor_websockets", "floor_channels", "floor_channels_batched"):
-        if results.get(key):
+        if key in keys(results):
             lines.append(
                 f"{NAMES[key]}: {results[key]['idle_socket_bytes'] / 1024:.1f} KiB per idle "
                 "socket, "
                 f"totals {results[key]['totals']}"
             )
+    for key in failed(results):
+        last = results[key]["failed"].strip().splitlines()[-1]
+        lines.append(f"{key}: FAILED ({last})")
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import httpx
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from bench.load import (
     Progress,
@@ -79,6 +79,7 @@ class Chat:
 RATE_COUNT = int(os.environ.get("WS_RATE_LIMIT_COUNT") or 20)
 RATE_WINDOW_S = float(os.environ.get("WS_RATE_LIMIT_WINDOW_S") or 10)
 RATE_BUDGET = max(1, int(RATE_COUNT * 0.75))
+RAMP_LONGEST_S = float(os.environ.get("BENCH_RAMP_LONGEST_S") or 240)
 
 
 @dataclass
@@ -218,10 +219,20 @@ class System:
     # --- agents ---------------------------------------------------------------------------------
 
     async def agent_connect(self, agent: AgentClient) -> None:
-        agent.ws = await open_socket(agent.ws_url("/ws/agent/"), agent.headers())
+        try:
+            agent.ws = await open_socket(agent.ws_url("/ws/agent/"), agent.headers())
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            self.errors["agent_socket_open_failed"] += 1
+            if len(self.error_samples) < 20:
+                self.error_samples.append({"who": agent.username, "open": repr(exc)[:300]})
+            return
         self.open_sockets += 1
         self.spawn(self.agent_reader(agent))
-        await asyncio.wait_for(agent.state_seen.wait(), 60)
+        try:
+            await asyncio.wait_for(agent.state_seen.wait(), 60)
+        except TimeoutError:
+            self.errors["agent_state_not_seen"] += 1
+            return
         await self.agent_send(agent, {"type": "shift.start"})
         agent.free_since = [now()] * agent.capacity
 
@@ -326,9 +337,16 @@ class System:
         assert self.http is not None
         self.live_customers += 1
         t_arrival = now()
-        answer = await self.http.post(
-            f"{customer.base}/api/sessions", json={"topic": "bench"}, headers=customer.headers()
-        )
+        try:
+            answer = await self.http.post(
+                f"{customer.base}/api/sessions", json={"topic": "bench"}, headers=customer.headers()
+            )
+        except httpx.HTTPError as exc:
+            self.errors["create_failed"] += 1
+            if len(self.error_samples) < 20:
+                self.error_samples.append({"who": customer.username, "rest": repr(exc)[:300]})
+            self.live_customers -= 1
+            return
         if answer.status_code != 201:
             self.errors[f"create_{answer.status_code}"] += 1
             if len(self.error_samples) < 20:
@@ -342,9 +360,20 @@ class System:
         chat.customer = customer
         chat.budget = self.rng.randint(2, 2 * self.o.mean_messages - 2)
         customer.chat = chat
-        customer.ws = await open_socket(
-            customer.ws_url(f"/ws/sessions/{session_id}/"), customer.headers()
-        )
+        try:
+            customer.ws = await open_socket(
+                customer.ws_url(f"/ws/sessions/{session_id}/"), customer.headers()
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            # An overloaded server drops handshakes (daphne gives the application 5 s to
+            # accept): counted, and this customer stays out (its session lives on server-side
+            # until the customer grace makes it incomplete).
+            self.errors["customer_socket_open_failed"] += 1
+            if len(self.error_samples) < 20:
+                self.error_samples.append({"who": customer.username, "open": repr(exc)[:300]})
+            chat.ended = True
+            self.live_customers -= 1
+            return
         self.open_sockets += 1
         self.spawn(self.customer_reader(customer, chat, customer.ws))
 
@@ -483,7 +512,13 @@ class System:
         await asyncio.gather(*arrivals)
         # Until every seat is taken, or nothing moved for 10 s (then say what is stuck).
         last_change, seen = now(), -1
-        while len(self.active) < min(o.active, 2 * o.agents) and now() - last_change < 10:
+        # Bounded: an overloaded server that keeps seating one chat a second must not hold the
+        # run for ever; the steps then run with the chats that are active.
+        while (
+            len(self.active) < min(o.active, 2 * o.agents)
+            and now() - last_change < 10
+            and now() - t_ramp < RAMP_LONGEST_S
+        ):
             if len(self.active) != seen:
                 seen, last_change = len(self.active), now()
             await asyncio.sleep(0.2)
@@ -498,6 +533,7 @@ class System:
         await asyncio.sleep(2)
         ramp_s = now() - t_ramp
         rss_after, sockets_after = self.sampler.rss(self.server_names), self.open_sockets
+        active_after_ramp = len(self.active)
         idle_bytes = (rss_after - rss_before) / max(sockets_after - sockets_before, 1)
         print(
             f"  [system] ramp done in {ramp_s:.1f} s: {self.status_line()}; "
@@ -508,6 +544,7 @@ class System:
         breaks = asyncio.create_task(self.take_breaks())
         results: list[StepResult] = []
         open_sockets: list[int] = []
+        active_chats: list[int] = []
         for index, (rate, duration) in enumerate(o.steps):
             self.step_index = index
             print(f"  [system] step {index + 1}: {rate:g} msg/s for {duration:g} s", flush=True)
@@ -517,16 +554,19 @@ class System:
             lag = await poisson(rate, duration, self.rng, self.fire)
             results.append(StepResult(rate, duration, start, now(), lag))
             open_sockets.append(self.open_sockets)
+            active_chats.append(len(self.active))
         breaks.cancel()
         self.arrivals_on = False
         drain_s = await wait_drained(self.tracker, 15)
         steps = step_summaries(results, self.tracker, self.sampler)
-        for step, sockets in zip(steps, open_sockets, strict=True):
+        for step, sockets, active in zip(steps, open_sockets, active_chats, strict=True):
             step["open_sockets"] = sockets
+            step["active_chats"] = active
         return {
             "sockets": sockets_after,
             "idle_socket_bytes": idle_bytes,
             "ramp_s": round(ramp_s, 1),
+            "active_after_ramp": active_after_ramp,
             "drain_s": round(drain_s, 1),
             "steps": steps,
             "totals": self.tracker.totals(),
