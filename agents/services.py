@@ -198,8 +198,14 @@ def seats_taken(*, seats: Iterable[Seat], now: datetime) -> None:
     FreeSpan.objects.filter(seat_id__in=ids, ended_at=None).update(ended_at=now)
 
 
-def _require_lead(lead: AbstractBaseUser) -> None:
-    if not getattr(lead, "is_staff", False) or not lead.is_active:
+INTERVENE_SESSION: Final = "history.intervene_session"
+FORCE_AGENT_STATUS: Final = "history.force_agent_status"
+
+
+def _require_lead(lead: AbstractBaseUser, permission: str) -> None:
+    # Agents are staff too (they log in to the console), so staff alone proves nothing: the
+    # Support lead group's permission does. Checked here so every interface gets the same rule.
+    if not lead.is_active or not lead.has_perm(permission):
         raise Forbidden("Only support leads may do this.")
 
 
@@ -341,13 +347,13 @@ def _shift_end_locked(agent: Agent, *, now: datetime) -> Agent:
 
 def agent_force_break(*, agent: Agent, lead: AbstractBaseUser) -> Agent:
     """A lead sends the agent on break (after the current chats, like the agent's own request)."""
-    _require_lead(lead)
+    _require_lead(lead, FORCE_AGENT_STATUS)
     return agent_break_request(agent=agent)
 
 
 def agent_force_offline(*, agent: Agent, lead: AbstractBaseUser) -> Agent:
     """A lead takes the agent offline now: their sessions go back to the queue (old tickets)."""
-    _require_lead(lead)
+    _require_lead(lead, FORCE_AGENT_STATUS)
     return _agent_offline_now(agent_id=agent.pk, only_if_gone_before=None)
 
 

@@ -565,7 +565,7 @@ def session_close_idle(*, session_id: UUID, agent: Agent) -> ChatSession:
 
 def session_close_by_lead(*, session_id: UUID, lead: AbstractBaseUser) -> ChatSession:
     """A lead closes any live or incomplete session ("closed_by_lead")."""
-    agent_services._require_lead(lead)
+    agent_services._require_lead(lead, agent_services.INTERVENE_SESSION)
     with queue_transaction() as now:
         session = _lock_session(session_id)
         if session.status == St.ENDED:
@@ -576,7 +576,7 @@ def session_close_by_lead(*, session_id: UUID, lead: AbstractBaseUser) -> ChatSe
 
 def session_requeue_by_lead(*, session_id: UUID, lead: AbstractBaseUser) -> ChatSession:
     """A lead puts an OFFERED/ACTIVE session back in the queue with its old ticket."""
-    agent_services._require_lead(lead)
+    agent_services._require_lead(lead, agent_services.INTERVENE_SESSION)
     with queue_transaction() as now:
         session = _lock_session(session_id)
         if session.status not in SEATED_STATUSES:

@@ -39,8 +39,16 @@ class CustomerFactory(UserFactory):
 
 
 class LeadFactory(UserFactory):
+    """A support lead: staff in the "Support lead" group (its permissions, nothing more)."""
+
     username = factory.Sequence(lambda n: f"lead{n}")
     is_staff = True
+
+    @factory.post_generation
+    def support_lead_group(self, create: bool, extracted: object, **kwargs: object) -> None:
+        from history.services import ensure_support_lead_group
+
+        self.groups.add(ensure_support_lead_group())
 
 
 class AgentFactory(factory.Factory):

@@ -334,6 +334,15 @@ def test_force_offline_refuses_when_user_is_not_staff():
     assert caught.value.code == "forbidden"
 
 
+def test_force_offline_refuses_when_user_is_staff_but_not_a_lead():
+    agent = available_agent()
+    other_agent = available_agent()  # agents are staff, but without the leads' permissions
+    with pytest.raises(DomainError) as caught:
+        services.agent_force_offline(agent=agent, lead=other_agent.user)
+    assert caught.value.code == "forbidden"
+    assert Agent.objects.get(pk=agent.pk).status == "available"
+
+
 def test_force_break_sends_agent_on_break_when_lead_acts():
     agent = available_agent()
     services.agent_force_break(agent=agent, lead=LeadFactory())

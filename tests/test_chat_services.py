@@ -431,6 +431,14 @@ def test_close_by_lead_refuses_when_user_is_not_staff():
     assert caught.value.code == "forbidden"
 
 
+def test_close_by_lead_refuses_when_user_is_an_agent_without_lead_permissions():
+    session, agent = active_session()
+    with pytest.raises(DomainError) as caught:
+        services.session_close_by_lead(session_id=session.id, lead=agent.user)
+    assert caught.value.code == "forbidden"
+    assert ChatSession.objects.get(pk=session.pk).status == "active"
+
+
 def test_close_by_lead_ends_session_when_lead_closes_it():
     session, _ = active_session()
     closed = services.session_close_by_lead(session_id=session.id, lead=LeadFactory())
