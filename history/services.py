@@ -21,7 +21,7 @@ from django.apps import apps as global_apps
 from django.conf import settings
 from django.contrib.auth.management import create_permissions
 from django.contrib.auth.models import Group, Permission
-from django.db import IntegrityError, OperationalError, connection, models
+from django.db import IntegrityError, OperationalError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -103,21 +103,35 @@ def ensure_support_lead_group(*, using: str = "default") -> Group:
 # --- Queue samples ------------------------------------------------------------------------------
 
 
+# Two beats started by mistake send every sample twice: one sample per this many seconds.
+SAMPLE_MIN_GAP_S: Final = 30
+SAMPLE_LOCK: Final = 0x44415953414D50  # "DAYSAMP": serialises concurrent samplers
+
+
 def queue_sample_take(*, now: datetime | None = None) -> QueueSample:
-    """Store one sample of the queue for the dashboard's charts."""
+    """Store one sample of the queue for the dashboard's charts (at most one per
+    SAMPLE_MIN_GAP_S: a second sampler's run returns the sample already taken)."""
     from history.selectors import queue_overview
 
-    overview = queue_overview(now=now)
-    return QueueSample.objects.create(
-        at=overview.at,
-        waiting=overview.waiting,
-        offered=overview.offered,
-        active=overview.sessions_active,
-        longest_wait_s=overview.longest_wait_s,
-        agents=overview.agents,
-        free_seats=overview.free_seats,
-        matches_last_hour=overview.matches_last_hour,
-    )
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SAMPLE_LOCK])
+        overview = queue_overview(now=now)
+        recent = QueueSample.objects.filter(
+            at__gt=overview.at - timedelta(seconds=SAMPLE_MIN_GAP_S), at__lte=overview.at
+        ).first()
+        if recent is not None:
+            return recent
+        return QueueSample.objects.create(
+            at=overview.at,
+            waiting=overview.waiting,
+            offered=overview.offered,
+            active=overview.sessions_active,
+            longest_wait_s=overview.longest_wait_s,
+            agents=overview.agents,
+            free_seats=overview.free_seats,
+            matches_last_hour=overview.matches_last_hour,
+        )
 
 
 # --- The retention purge ------------------------------------------------------------------------
