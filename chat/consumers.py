@@ -243,7 +243,8 @@ class ChatSocket(AsyncWebsocketConsumer):
         task.add_done_callback(self._tasks.discard)
 
     async def send_frame(self, frame: Frame) -> None:
-        await self.send(text_data=json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+        wire = events.wire_frame(frame)
+        await self.send(text_data=json.dumps(wire, separators=(",", ":"), ensure_ascii=False))
 
     async def send_error(self, code: str, detail: str, **extra: Any) -> None:
         await self.send_frame({"type": events.ERROR, "code": code, "detail": detail, **extra})

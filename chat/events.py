@@ -147,3 +147,19 @@ def publish_built_on_commit(groups: Sequence[str], build: Callable[[], Event | N
             _Publisher.send(group, event)
 
     transaction.on_commit(deliver, robust=True)
+
+
+# PROTOCOL.md v1 lists the object's own fields as the fields of these frames; the object also
+# rides nested under this key (an additive extension that our own web clients read).
+_NESTED_OBJECT: Final[dict[str, str]] = {MESSAGE: "message", SESSION_STATE: "session"}
+
+
+def wire_frame(frame: Event) -> Event:
+    """``frame`` as it goes on the wire: a ``message`` frame carries the message object's fields
+    and a ``session.state`` frame the session object's, at the top level (v1), besides the
+    nested copy. Internal code keeps working on the nested object only."""
+    key = _NESTED_OBJECT.get(frame.get("type", ""))
+    nested = frame.get(key) if key else None
+    if isinstance(nested, dict):
+        return {**nested, **frame}
+    return frame

@@ -202,6 +202,26 @@ async def test_connect_sends_state_then_the_messages_after_after_seq():
     await socket.close()
 
 
+async def test_frames_carry_the_v1_object_fields_at_the_top_level_when_sent():
+    # PROTOCOL.md v1: a `message` frame's fields are the message object's, a `session.state`
+    # frame's the session object's. The nested copy is an extension and must agree with them.
+    session, agent = await active_session()
+    socket = await Socket.open(app, path_of(session), user=session.customer)
+    state = await socket.recv()
+    assert state["id"] == str(session.id)
+    assert state["status"] == "active"
+    assert state["agent"] == {"display_name": agent.display_name}
+    assert {k: state[k] for k in state["session"]} == state["session"]
+    await post(session.id, agent.user, Role.AGENT, body="How can I help?")
+    live = await socket.recv()
+    assert live["type"] == "message"
+    assert (live["seq"], live["sender"], live["body"]) == (1, "agent", "How can I help?")
+    assert live["created_at"]
+    assert "client_msg_id" in live
+    assert {k: live[k] for k in live["message"]} == live["message"]
+    await socket.close()
+
+
 async def test_live_messages_follow_the_replay_exactly_once_when_posted_during_connect():
     """Messages committed while the socket connects and replays arrive exactly once, in order."""
     session, agent = await active_session()
