@@ -29,6 +29,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from chat.events import run_last_on_commit
+
 logger = logging.getLogger(__name__)
 
 # Arbitrary but fixed: "DAYONEQ" as a 64-bit key of the one-key advisory lock space.
@@ -88,6 +90,7 @@ def matcher_pending() -> bool:
         return cursor.fetchone() is not None
 
 
+@run_last_on_commit
 def _after_commit_match() -> None:
     """Never raises: the caller's transaction is committed, and the tick is the safety net."""
     try:

@@ -327,6 +327,22 @@ def test_message_post_publishes_once_after_commit_when_created(django_capture_on
     assert messages[0]["session_id"] == str(session.id)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_state_reaches_clients_before_the_rematch_when_a_declined_offer_goes_to_another_agent():
+    # Real commits: the after-commit matcher commits (and publishes) on its own, so only a real
+    # transaction shows whether "waiting" from the decline goes out before the new "offered".
+    decliner = available_agent(capacity=1)
+    session = SessionFactory()
+    match_run()
+    helper = available_agent(capacity=1)
+    assert ChatSession.objects.get(pk=session.pk).agent_id == decliner.pk
+    tap = GroupTap(session_group(session.id))
+    offer_decline(session_id=session.id, agent=decliner)
+    states = [e["session"]["status"] for e in tap.events() if e["type"] == "session.state"]
+    assert states == ["waiting", "offered"]
+    assert ChatSession.objects.get(pk=session.pk).agent_id == helper.pk
+
+
 # --- ending ------------------------------------------------------------------------------------
 
 
