@@ -18,7 +18,7 @@ from uuid import UUID
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import connection, transaction
+from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
@@ -122,37 +122,9 @@ def send_after_commit(group: str, event: Event) -> None:
     _Publisher.send(group, event)
 
 
-# Hooks that must run after every other on-commit hook of their transaction (the after-commit
-# matcher: it commits a transaction of its own and publishes its offers at once).
-_RUN_LAST: set[Callable[[], None]] = set()
-
-
-def run_last_on_commit(func: Callable[[], None]) -> Callable[[], None]:
-    """Mark ``func`` as an on-commit hook that runs after the events of its transaction."""
-    _RUN_LAST.add(func)
-    return func
-
-
-def on_commit(func: Callable[[], None]) -> None:
-    """``transaction.on_commit`` (robust), placed ahead of any pending run-last hook.
-
-    Django runs hooks in the order they were registered. Without this, a transition that
-    requeues a session and asks for a matcher run would let the matcher's "offered" reach clients
-    before its own "waiting", and a client keeping the last state it saw would be wrong.
-    """
-    transaction.on_commit(func, robust=True)
-    if not connection.in_atomic_block:
-        return  # ran at once
-    hooks = connection.run_on_commit
-    first_last = next((i for i, (_, f, _) in enumerate(hooks[:-1]) if f in _RUN_LAST), None)
-    if first_last is not None:
-        # Moving a hook keeps its savepoint ids, so a rollback still discards it as before.
-        hooks.insert(first_last, hooks.pop())
-
-
 def publish_on_commit(group: str, event: Event) -> None:
     """Send ``event`` to ``group`` once the current transaction commits (at once outside one)."""
-    on_commit(lambda: _Publisher.send(group, event))
+    transaction.on_commit(lambda: _Publisher.send(group, event), robust=True)
 
 
 def publish_built_on_commit(groups: Sequence[str], build: Callable[[], Event | None]) -> None:
@@ -174,7 +146,7 @@ def publish_built_on_commit(groups: Sequence[str], build: Callable[[], Event | N
         for group in groups:
             _Publisher.send(group, event)
 
-    on_commit(deliver)
+    transaction.on_commit(deliver, robust=True)
 
 
 # PROTOCOL.md v1 lists the object's own fields as the fields of these frames; the object also

@@ -36,7 +36,6 @@ from chat.events import (
     SESSION_STATE,
     Event,
     agent_group,
-    on_commit,
     publish_built_on_commit,
     publish_on_commit,
     session_group,
@@ -148,7 +147,7 @@ def _publish_queue_changed(
                 {"type": QUEUE_CHANGED, "left_ticket": ticket, "seconds_per_position": per},
             )
 
-    on_commit(deliver)
+    transaction.on_commit(deliver, robust=True)
 
 
 # --- the transition function -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -29,9 +30,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat.events import run_last_on_commit
-
 logger = logging.getLogger(__name__)
+
+# Per thread, like Django's connections: how deep in queue_transaction() this thread is, and
+# whether its transaction asked for a matcher run.
+_tx = threading.local()
 
 # Arbitrary but fixed: "DAYONEQ" as a 64-bit key of the one-key advisory lock space.
 QUEUE_LOCK: Final = 0x4441594F4E4551
@@ -46,10 +49,22 @@ def queue_transaction() -> Iterator[datetime]:
     "Now" is read *after* the lock is granted, so it is later than every matcher run that
     committed before and earlier than every matcher run that starts after.
     """
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [QUEUE_LOCK])
-        yield timezone.now()
+    depth = getattr(_tx, "depth", 0)
+    if depth == 0:
+        _tx.match_requested = False
+    _tx.depth = depth + 1
+    try:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [QUEUE_LOCK])
+            yield timezone.now()
+            if depth == 0 and _tx.match_requested:
+                # Registered last, after every event this transaction publishes: Django runs
+                # on-commit hooks in order, and the matcher commits and publishes its own
+                # offers, which must not reach a client before the state that preceded them.
+                _register_match_hook()
+    finally:
+        _tx.depth = depth
 
 
 def lock_customer(user_id: int) -> None:
@@ -90,7 +105,6 @@ def matcher_pending() -> bool:
         return cursor.fetchone() is not None
 
 
-@run_last_on_commit
 def _after_commit_match() -> None:
     """Never raises: the caller's transaction is committed, and the tick is the safety net."""
     try:
@@ -116,10 +130,21 @@ def _match_now() -> None:
 
 
 def request_match_on_commit() -> None:
-    """Run the matcher once after the current transaction commits (once, however often asked)."""
+    """Run the matcher once after the current transaction commits (once, however often asked).
+
+    Inside :func:`queue_transaction` the run is registered when the outermost one ends, so it
+    follows every event of the transaction.
+    """
     if not connection.in_atomic_block:
         _after_commit_match()
         return
+    if getattr(_tx, "depth", 0):
+        _tx.match_requested = True
+        return
+    _register_match_hook()
+
+
+def _register_match_hook() -> None:
     # Already asked in this transaction, by a part of it that cannot be rolled back without
     # us (its savepoints are all still ours)? Then once is enough.
     pending: list[tuple[set[str], Callable[[], None], bool]] = connection.run_on_commit
