@@ -241,14 +241,14 @@ def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.2) ->
         time.sleep(interval)
 
 
-async def await_for(check: Any, *, timeout: float, what: str, interval: float = 0.2) -> Any:  # noqa: ASYNC109
-    deadline = time.monotonic() + timeout
+async def await_for(check: Any, *, within: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + within
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -257,6 +257,9 @@ def healthy(stack: Stack, index: int) -> bool:
         return httpx.get(stack.url(index, "/healthz"), timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+A, B = 0, 1  # the customer talks to server A, the agent to server B
 
 
 # --- a chat that survives faults -----------------------------------------------------------------
@@ -282,9 +285,9 @@ class Side:
     def last_seq(self) -> int:
         return max((f["message"]["seq"] for f in self.received), default=0)
 
-    async def connect(self, *, timeout: float = 60) -> None:  # noqa: ASYNC109
+    async def connect(self, *, within: float = 60) -> None:
         """(Re)connect to the first server that takes the socket, asking for what we missed."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         attempt = 0
         while True:
             server = self.servers[attempt % len(self.servers)]
@@ -332,9 +335,12 @@ class Side:
                 return
             self.absorb(frame)
 
-    async def send_until_acked(self, body: str, *, timeout: float = 60) -> int:  # noqa: ASYNC109
+    async def send_until_acked(
+        self, body: str, *, client_msg_id: str | None = None, within: float = 60
+    ) -> int:
         """Send one message; on any failure reconnect and send it AGAIN with the same id."""
-        client_msg_id = str(uuid.uuid4())
+        client_msg_id = client_msg_id or str(uuid.uuid4())
+        timeout = within
         frame: Frame = {"type": "message.send", "client_msg_id": client_msg_id, "body": body}
         if self.name == "agent":
             frame["session_id"] = self.session_id
@@ -344,7 +350,7 @@ class Side:
                 raise AssertionError(f"{self.name}: {body!r} never acked; errors {self.errors}")
             try:
                 if self.conn is None:
-                    await self.connect(timeout=max(1.0, deadline - time.monotonic()))
+                    await self.connect(within=max(1.0, deadline - time.monotonic()))
                 assert self.conn is not None
                 await self.conn.send(frame)
                 while True:
@@ -395,3 +401,80 @@ def assert_exactly_once(side: Side, expected: list[str], *, strict: bool) -> Non
         assert len(side.received) == len(by_seq), (side.name, "duplicates", side.seqs())
     assert sorted(by_seq) == list(range(1, len(expected) + 1)), (side.name, sorted(by_seq))
     assert [by_seq[s] for s in sorted(by_seq)] == expected, side.name
+
+
+# --- scripted steps ------------------------------------------------------------------------
+
+
+async def login(stack: Stack, username: str) -> str:
+    return await stack.alogin(0, username, "dayone")
+
+
+async def start_chat(stack: Stack, customer: str, agent: str) -> tuple[Side, Side, str]:
+    """The agent (on B) starts the shift; the customer (on A) opens a chat; the agent accepts."""
+    customer_token, agent_token = await login(stack, customer), await login(stack, agent)
+    console = await WsClient.connect(stack.ws_url(B, "/ws/agent/"), token=agent_token)
+    await console.expect("agent.state")
+    await console.send({"type": "shift.start"})
+    await console.expect("agent.state", lambda f: f["status"] == "available")
+    async with stack.aapi(A, customer_token) as api:
+        created = await api.post("/api/sessions", json={"topic": "faults"})
+    assert created.status_code == 201, created.text
+    session_id = created.json()["id"]
+    offer = await console.expect("offer", timeout=15)
+    assert offer["session_id"] == session_id
+    await console.send({"type": "offer.accept", "session_id": session_id})
+    await console.expect("session.state", lambda f: f["session"]["status"] == "active")
+    await console.close()
+    customer_side = Side(
+        stack, "customer", f"/ws/sessions/{session_id}/", customer_token, [A, B], session_id
+    )
+    agent_side = Side(stack, "agent", "/ws/agent/", agent_token, [B, A], session_id)
+    await customer_side.connect()
+    await agent_side.connect()
+    return customer_side, agent_side, session_id
+
+
+async def talk(customer: Side, agent: Side, bodies: list[str], sent: list[str]) -> None:
+    """Alternate senders; each message is retried until acked, then seen by the other side."""
+    for n, body in enumerate(bodies):
+        speaker, listener = (customer, agent) if n % 2 == 0 else (agent, customer)
+        seq = await speaker.send_until_acked(body)
+        sent.append(body)
+        assert seq == len(sent), (body, seq, len(sent))
+
+        async def heard(listener: Side = listener, seq: int = seq) -> bool:
+            if listener.conn is None or seq not in listener.seqs():
+                try:
+                    if listener.conn is None:
+                        await listener.connect()
+                    await listener.pump(0.3)
+                except Exception:
+                    listener.conn = None
+            return seq in listener.seqs()
+
+        await await_for(heard, within=30, what=f"{listener.name} to receive seq {seq}")
+
+
+async def finish(customer: Side, agent: Side) -> None:
+    """End the chat by agreement and the agent's shift, so the next test starts from a clean
+    floor (a free seat left behind would win the next offer: it has been free the longest)."""
+    assert customer.conn is not None
+    assert agent.conn is not None
+    await customer.conn.send({"type": "end.request"})
+    await agent.conn.expect("end.requested")
+    await agent.conn.send({"type": "end.confirm", "session_id": customer.session_id})
+    await customer.conn.expect("session.ended")
+    await agent.conn.send({"type": "shift.end"})
+    await agent.conn.expect("agent.state", lambda f: f["status"] == "offline")
+    await customer.close()
+    await agent.close()
+
+
+async def stored(
+    stack: Stack, token: str, session_id: str, server: int = A
+) -> list[tuple[int, str]]:
+    async with stack.aapi(server, token) as api:
+        answer = await api.get(f"/api/sessions/{session_id}/messages", params={"limit": 500})
+    assert answer.status_code == 200, answer.text
+    return [(m["seq"], m["body"]) for m in answer.json()["results"]]

@@ -19,21 +19,24 @@ import pytest
 from tests.e2e.client import WsClient
 from tests.e2e.stack import Stack
 from tests.test_faults_helpers import (
+    A,
+    B,
     ScratchPostgres,
     ScratchRedis,
-    Side,
     assert_exactly_once,
     await_for,
+    finish,
     healthy,
     manage,
     scratch_dir,
     stack_env,
+    start_chat,
+    stored,
+    talk,
     wait_for,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio]
-
-A, B = 0, 1
 
 
 @pytest.fixture(scope="module")
@@ -61,78 +64,6 @@ def stack(servers) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
-
-
-async def login(stack: Stack, username: str) -> str:
-    return await stack.alogin(A, username, "dayone")
-
-
-async def start_chat(stack: Stack, customer: str, agent: str) -> tuple[Side, Side, str]:
-    """The agent (on B) starts the shift; the customer (on A) opens a chat; the agent accepts."""
-    customer_token, agent_token = await login(stack, customer), await login(stack, agent)
-    console = await WsClient.connect(stack.ws_url(B, "/ws/agent/"), token=agent_token)
-    await console.expect("agent.state")
-    await console.send({"type": "shift.start"})
-    await console.expect("agent.state", lambda f: f["status"] == "available")
-    async with stack.aapi(A, customer_token) as api:
-        created = await api.post("/api/sessions", json={"topic": "faults"})
-    assert created.status_code == 201, created.text
-    session_id = created.json()["id"]
-    offer = await console.expect("offer", timeout=15)
-    assert offer["session_id"] == session_id
-    await console.send({"type": "offer.accept", "session_id": session_id})
-    await console.expect("session.state", lambda f: f["session"]["status"] == "active")
-    await console.close()
-    customer_side = Side(
-        stack, "customer", f"/ws/sessions/{session_id}/", customer_token, [A, B], session_id
-    )
-    agent_side = Side(stack, "agent", "/ws/agent/", agent_token, [B, A], session_id)
-    await customer_side.connect()
-    await agent_side.connect()
-    return customer_side, agent_side, session_id
-
-
-async def talk(customer: Side, agent: Side, bodies: list[str], sent: list[str]) -> None:
-    """Alternate senders; each message is retried until acked, then seen by the other side."""
-    for n, body in enumerate(bodies):
-        speaker, listener = (customer, agent) if n % 2 == 0 else (agent, customer)
-        seq = await speaker.send_until_acked(body)
-        sent.append(body)
-        assert seq == len(sent), (body, seq, len(sent))
-
-        async def heard(listener: Side = listener, seq: int = seq) -> bool:
-            if listener.conn is None or seq not in listener.seqs():
-                try:
-                    if listener.conn is None:
-                        await listener.connect()
-                    await listener.pump(0.3)
-                except Exception:
-                    listener.conn = None
-            return seq in listener.seqs()
-
-        await await_for(heard, timeout=30, what=f"{listener.name} to receive seq {seq}")
-
-
-async def finish(customer: Side, agent: Side) -> None:
-    """End the chat by agreement and the agent's shift, so the next test starts from a clean
-    floor (a free seat left behind would win the next offer: it has been free the longest)."""
-    assert customer.conn is not None
-    assert agent.conn is not None
-    await customer.conn.send({"type": "end.request"})
-    await agent.conn.expect("end.requested")
-    await agent.conn.send({"type": "end.confirm", "session_id": customer.session_id})
-    await customer.conn.expect("session.ended")
-    await agent.conn.send({"type": "shift.end"})
-    await agent.conn.expect("agent.state", lambda f: f["status"] == "offline")
-    await customer.close()
-    await agent.close()
-
-
-async def stored(stack: Stack, token: str, session_id: str) -> list[tuple[int, str]]:
-    async with stack.aapi(A, token) as api:
-        answer = await api.get(f"/api/sessions/{session_id}/messages", params={"limit": 500})
-    assert answer.status_code == 200, answer.text
-    return [(m["seq"], m["body"]) for m in answer.json()["results"]]
 
 
 async def test_conversation_recovers_without_loss_when_redis_restarts_empty(stack, servers):
@@ -216,7 +147,7 @@ async def test_clients_get_clear_errors_then_everything_works_when_postgres_rest
         async with stack.aapi(A, customer.token) as api:
             return (await api.get("/api/sessions")).status_code == 200
 
-    await await_for(rest_ok, timeout=30, what="REST to answer again")
+    await await_for(rest_ok, within=30, what="REST to answer again")
     await talk(customer, agent, ["after 1", "after 2", "after 3"], sent)
     for side in (customer, agent):
         await side.pump(0.5)
