@@ -14,6 +14,8 @@ the patch it would be.
   came) drops the second copy. Here a message goes to the session group only: one group_send
   and one delivery less per message.
 * ``fast``: both.
+* ``queue_local``: the queue group carries one channel per process, not one per waiting
+  socket (see :func:`install_queue_local`); ``fast_queue_local``: all three.
 """
 
 from __future__ import annotations
@@ -84,6 +86,58 @@ def install_one_group() -> None:
     services.publish_on_commit = publish_on_commit
 
 
+def install_queue_local() -> None:
+    """The queue group holds ONE channel per daphne process instead of one per waiting socket.
+
+    Every ``queue.changed`` (one per customer joining or leaving the queue) is today a
+    ``group_send`` to every waiting customer's channel: with 500 waiting, 500 serialisations and
+    500 Redis writes per change, on the one publisher thread, while the database threads wait
+    for it holding their connections. Here a waiting socket registers with its own process, one
+    task per process receives the change once and hands it to each local socket's usual handler.
+    """
+    from channels.layers import get_channel_layer
+
+    from chat import consumers, events
+
+    local: set[Any] = set()
+    state: dict[str, asyncio.Task[None]] = {}
+
+    async def fan_out() -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        await layer.group_add(events.QUEUE_GROUP, channel)
+        while True:
+            message = await layer.receive(channel)
+            event = message.get("event") or {}
+            for consumer in list(local):
+                try:
+                    await consumer.relay(event)
+                except Exception:
+                    logger.exception("queue change to %s failed", consumer.channel_name)
+
+    join, leave = consumers.ChatSocket.join, consumers.ChatSocket.leave
+
+    async def local_join(self: Any, group: str) -> None:
+        if group != events.QUEUE_GROUP:
+            await join(self, group)
+            return
+        task = state.get("task")
+        if task is None or task.done():
+            state["task"] = asyncio.get_running_loop().create_task(fan_out())
+        local.add(self)
+        self.joined.add(group)
+
+    async def local_leave(self: Any, group: str) -> None:
+        if group != events.QUEUE_GROUP:
+            await leave(self, group)
+            return
+        local.discard(self)
+        self.joined.discard(group)
+
+    consumers.ChatSocket.join = local_join
+    consumers.ChatSocket.leave = local_leave
+
+
 def _only(*installers: Any) -> Any:
     for install in installers:
         install()
@@ -98,4 +152,8 @@ def __getattr__(name: str) -> Any:
         return _only(install_one_group)
     if name == "fast":
         return _only(install_async_publish, install_one_group)
+    if name == "queue_local":
+        return _only(install_queue_local)
+    if name == "fast_queue_local":
+        return _only(install_async_publish, install_one_group, install_queue_local)
     raise AttributeError(name)

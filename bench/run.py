@@ -66,6 +66,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     "one_group": {"asgi_app": "bench.experiments:one_group"},
     "fast": {"asgi_app": "bench.experiments:fast"},
     "all": {"settings": "bench.settings_batched", "asgi_app": "bench.experiments:fast"},
+    "queue_local": {"asgi_app": "bench.experiments:queue_local"},
+    "all_queue_local": {
+        "settings": "bench.settings_batched",
+        "asgi_app": "bench.experiments:fast_queue_local",
+    },
     "two": {"servers": 2},
     "all_two": {
         "settings": "bench.settings_batched",
