@@ -395,3 +395,40 @@ async def test_a_client_that_stops_reading_neither_grows_the_server_nor_slows_ot
         kill_proc(stack, "daphne-slow")
         stack.procs[:] = [p for p in stack.procs if p.name != "daphne-slow"]
         stack.ports.pop()
+
+
+# --- what the processes log ----------------------------------------------------------------------
+
+
+async def test_process_logs_hold_no_token_ticket_or_body_when_people_chat_at_info_level(stack):
+    customer_name, agent_name = await people("logs")
+    customer, agent, session_id = await start_chat(stack, customer_name, agent_name)
+    words = [f"secret {uuid.uuid4().hex}" for _ in range(4)]
+    await talk(customer, agent, words, [])
+    async with stack.aapi(A, customer.token) as api:
+        ticket = (await api.post("/api/auth/ws-ticket")).json()["ticket"]
+        await api.post(
+            f"/api/sessions/{session_id}/messages",
+            json={"client_msg_id": "not-a-uuid", "body": words[0] + " refused"},
+        )
+        refresh = await api.post(
+            "/api/auth/token", json={"username": customer_name, "password": "dayone"}
+        )
+    by_ticket = await WsClient.connect(
+        stack.ws_url(A, f"/ws/sessions/{session_id}/?ticket={ticket}")
+    )
+    await by_ticket.expect("session.state")
+    await by_ticket.close()
+    await finish(customer, agent)
+    await asyncio.sleep(1)  # let the processes flush their logs
+    logs = "\n".join(p.log.read_text(errors="replace") for p in stack.procs)
+    assert "WSCONNECT" in logs  # the access log is on: the capture sees what a deploy would
+    secrets_ = {
+        "customer token": customer.token,
+        "agent token": agent.token,
+        "refresh token": refresh.json()["refresh"],
+        "ticket": ticket,
+        **{f"message {n}": body for n, body in enumerate(words)},
+    }
+    leaked = [name for name, value in secrets_.items() if value in logs]
+    assert leaked == []
