@@ -87,7 +87,18 @@ class Stack:
             for index, port in enumerate(stack.ports):
                 stack._spawn(
                     f"daphne{index}",
-                    [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), ASGI_APP],
+                    [
+                        str(BIN / "daphne"),
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        # As the Procfile: daphne's 5 s default dropped sockets that queued
+                        # behind others' connect work when hundreds arrived at once.
+                        "--websocket_connect_timeout",
+                        "30",
+                        ASGI_APP,
+                    ],
                 )
             if worker:
                 stack._spawn(
