@@ -11,6 +11,7 @@ def check(stack: Stack, system: dict[str, object]) -> dict[str, object]:
     sent: list[str] = system["sent_ids"]  # type: ignore[assignment]
     refused: dict[str, str] = system["refused_ids"]  # type: ignore[assignment]
     delivered: dict[str, int] = system["delivered_counts"]  # type: ignore[assignment]
+    acked = set(system.get("acked_ids") or [])  # type: ignore[arg-type]
     with pg_connect(stack.db) as conn:
         stored = dict(
             conn.execute(
@@ -26,7 +27,13 @@ def check(stack: Stack, system: dict[str, object]) -> dict[str, object]:
             conn.execute("SELECT status, count(*) FROM chat_chatsession GROUP BY 1").fetchall()
         )
         total_messages = conn.execute("SELECT count(*) FROM chat_message").fetchone()[0]
-    not_stored = [c for c in sent if c not in refused and stored.get(c, 0) == 0]
+    # Sent, neither refused nor stored. Acknowledged ones would be a real loss (the server
+    # said "stored"). Unacknowledged ones never reached a service (the server dropped the socket
+    # first); the protocol's client resends those with the same client_msg_id, so they are not
+    # lost, but they are counted and shown.
+    never_stored = [c for c in sent if c not in refused and stored.get(c, 0) == 0]
+    not_stored = [c for c in never_stored if c in acked]
+    unacknowledged = [c for c in never_stored if c not in acked]
     not_delivered = [c for c in sent if stored.get(c, 0) >= 1 and delivered.get(c, 0) == 0]
     stored_twice = [c for c, n in stored.items() if n > 1]
     delivered_twice = [c for c, n in delivered.items() if n > 1]
@@ -42,6 +49,7 @@ def check(stack: Stack, system: dict[str, object]) -> dict[str, object]:
         "lost": len(set(not_stored) | set(not_delivered)),
         "lost_not_stored": len(not_stored),
         "lost_stored_not_delivered": len(not_delivered),
+        "unacknowledged_not_stored": len(unacknowledged),
         "duplicated": len(set(stored_twice) | set(delivered_twice)),
         "seq_gaps": gaps,
         "sessions_by_status": sessions,

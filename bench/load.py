@@ -56,7 +56,9 @@ class Tracker:
 
     t0: dict[str, float] = field(default_factory=dict)
     step_of: dict[str, int] = field(default_factory=dict)
-    delivered: Counter[str] = field(default_factory=Counter)
+    delivered: Counter[str] = field(default_factory=Counter)  # distinct receivers
+    per_receiver: Counter[tuple[str, str]] = field(default_factory=Counter)
+    twice: set[str] = field(default_factory=set)  # some receiver got it more than once
     acked: set[str] = field(default_factory=set)
     refused: dict[str, str] = field(default_factory=dict)
     latencies: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
@@ -73,8 +75,15 @@ class Tracker:
         self.step_of[cmid] = step
         self.sent_at[step].append(t0)
 
-    def received(self, cmid: str | None) -> None:
+    def received(self, cmid: str | None, receiver: str = "") -> None:
+        """``receiver`` names the client that got it: a message that reaches two different
+        agents (the first one's offer expired, the next one reads the transcript) is delivered
+        twice but duplicated to nobody; the same client getting it twice is a duplicate."""
         if cmid is None or cmid not in self.t0:
+            return
+        self.per_receiver[(cmid, receiver)] += 1
+        if self.per_receiver[(cmid, receiver)] > 1:
+            self.twice.add(cmid)
             return
         self.delivered[cmid] += 1
         if self.delivered[cmid] == 1:
@@ -94,7 +103,7 @@ class Tracker:
             "delivered": delivered,
             "refused": len(self.refused),
             "not_delivered": sent - delivered - len(self.refused),
-            "delivered_twice": sum(1 for c in self.delivered.values() if c > 1),
+            "delivered_twice": len(self.twice),
         }
 
     def take_recent(self) -> dict[str, float | int | None]:
@@ -205,15 +214,15 @@ async def run_pairs(
     sockets: dict[tuple[int, str], ClientConnection] = {}
     readers: list[asyncio.Task[None]] = []
 
-    async def reader(ws: ClientConnection) -> None:
+    async def reader(ws: ClientConnection, name: str) -> None:
         with contextlib.suppress(ConnectionClosed):
             async for frame in ws:
-                tracker.received(json.loads(frame).get("client_msg_id"))
+                tracker.received(json.loads(frame).get("client_msg_id"), name)
 
     async def open_one(pair: int, side: str) -> None:
         ws = await open_socket(url_of(f"p{pair}", side))
         sockets[(pair, side)] = ws
-        readers.append(asyncio.create_task(reader(ws)))
+        readers.append(asyncio.create_task(reader(ws, f"{pair}{side}")))
 
     # Warm the server (first imports, first layer connections) before the memory baseline.
     await gather_limited([open_one(-1, "a"), open_one(-1, "b")], 2)

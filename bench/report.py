@@ -201,6 +201,10 @@ def table(results: dict) -> str:
             f"{'met' if c['duplicated'] == 0 else 'MISSED'} |"
         )
         lines.append(
+            f"| sent, never acknowledged nor stored (a client resends these) | "
+            f"{c.get('unacknowledged_not_stored', '–')} | – | |"
+        )
+        lines.append(
             f"| seq gaps | {c['seq_gaps']} | 0 | {'met' if c['seq_gaps'] == 0 else 'MISSED'} |"
         )
         lines.append(

@@ -371,7 +371,7 @@ def run_target(
     system["variant"] = dict(variant)
     print("  [system] checking the database", flush=True)
     system["correctness"] = check(stack, system)
-    for key in ("sent_ids", "refused_ids", "delivered_counts"):
+    for key in ("sent_ids", "refused_ids", "delivered_counts", "acked_ids"):
         system.pop(key, None)
     results[target] = system
 

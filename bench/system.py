@@ -253,7 +253,7 @@ class System:
                 if kind == "message":
                     message = frame["message"]
                     if message.get("sender") == "customer":
-                        self.tracker.received(message.get("client_msg_id"))
+                        self.tracker.received(message.get("client_msg_id"), agent.username)
                 elif kind == "message.ack":
                     self.tracker.acked.add(frame["client_msg_id"])
                 elif kind == "offer":
@@ -386,7 +386,7 @@ class System:
                 if kind == "message":
                     message = frame["message"]
                     if message.get("sender") == "agent":
-                        self.tracker.received(message.get("client_msg_id"))
+                        self.tracker.received(message.get("client_msg_id"), customer.username)
                 elif kind == "message.ack":
                     self.tracker.acked.add(frame["client_msg_id"])
                 elif kind == "session.state":
@@ -578,7 +578,11 @@ class System:
             "breaks_taken": self.breaks_taken,
             "sent_ids": list(self.tracker.t0),
             "refused_ids": dict(self.tracker.refused),
-            "delivered_counts": {k: v for k, v in self.tracker.delivered.items()},
+            # 1 = reached its receiver(s) once each, 2 = some receiver got it twice.
+            "delivered_counts": {
+                k: 2 if k in self.tracker.twice else 1 for k in self.tracker.delivered
+            },
+            "acked_ids": list(self.tracker.acked),
         }
 
     def matching_summary(self) -> dict[str, object]:

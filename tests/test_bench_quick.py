@@ -44,6 +44,19 @@ def test_tracker_counts_a_duplicate_when_the_same_message_arrives_twice():
     assert len(tracker.latencies[0]) == 1
 
 
+def test_tracker_counts_no_duplicate_when_two_receivers_get_the_same_message():
+    # A customer's line reaches the agent it was offered to and, after that offer expired, the
+    # next agent through the transcript: two receivers, each once.
+    tracker = Tracker()
+    tracker.sent("a", 0, now())
+    tracker.received("a", "agent1")
+    tracker.received("a", "agent2")
+    assert tracker.totals()["delivered_twice"] == 0
+    tracker.received("a", "agent2")
+    assert tracker.totals()["delivered_twice"] == 1
+    assert len(tracker.latencies[0]) == 1
+
+
 @pytest.mark.e2e
 @pytest.mark.timeout(300)
 def test_quick_bench_loses_and_duplicates_nothing_when_run_end_to_end(tmp_path):
