@@ -51,7 +51,12 @@ class ApiView(APIView):
 @extend_schema(
     tags=["auth"],
     request=s.TokenRequestSerializer,
-    responses={200: s.TokenPairSerializer, 401: s.ErrorSerializer, 429: s.ErrorSerializer},
+    responses={
+        200: s.TokenPairSerializer,
+        400: s.ErrorSerializer,
+        401: s.ErrorSerializer,
+        429: s.ErrorSerializer,
+    },
     summary="Exchange a username and password for a JWT pair",
 )
 class TokenView(TokenObtainPairView):
@@ -74,7 +79,11 @@ class TokenView(TokenObtainPairView):
             ) from None
 
 
-@extend_schema(tags=["auth"], summary="A new access token from a refresh token")
+@extend_schema(
+    tags=["auth"],
+    summary="A new access token from a refresh token",
+    responses={200: OpenApiTypes.OBJECT, 400: s.ErrorSerializer, 401: s.ErrorSerializer},
+)
 class TokenRefresh(TokenRefreshView):
     pass
 

@@ -133,11 +133,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "dayone_chat.api.JSONParser",  # bounded size and depth (docs/security.md)
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON only, as the contract says: bounded size and depth (docs/security.md), and no
+    # multipart parsing for anyone to aim at.
+    "DEFAULT_PARSER_CLASSES": ["dayone_chat.api.JSONParser"],
     "EXCEPTION_HANDLER": "dayone_chat.api.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }

@@ -8,9 +8,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from chat.api.serializers import ErrorSerializer
 from dayone_chat.api import ApiError
 from history.api.permissions import CanViewQueue
 from history.selectors import MAX_SERIES_HOURS, queue_overview, queue_series
+
+# Customers and agents are refused (403), the anonymous too (401).
+REFUSED = {400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer}
 
 
 class QueueView(APIView):
@@ -18,7 +22,7 @@ class QueueView(APIView):
 
     permission_classes = [CanViewQueue]
 
-    @extend_schema(tags=["ops"], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=["ops"], responses={200: OpenApiTypes.OBJECT, **REFUSED})
     def get(self, request: Request) -> Response:
         return Response(queue_overview().as_wire())
 
@@ -28,7 +32,7 @@ class QueueHistoryView(APIView):
 
     permission_classes = [CanViewQueue]
 
-    @extend_schema(tags=["ops"], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=["ops"], responses={200: OpenApiTypes.OBJECT, **REFUSED})
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("hours", "6")
         if not raw.isdigit() or not 1 <= int(raw) <= MAX_SERIES_HOURS:
