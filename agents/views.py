@@ -64,16 +64,18 @@ def console(request: HttpRequest) -> HttpResponse:
             status=403,
         )
         return _secure(refused, request)
+    can_view_queue = user.has_perm(VIEW_QUEUE_PERMISSION)
     config = {
         "agent": {"display_name": agent.display_name, "capacity": agent.capacity},
         "username": user.get_username(),
         "ws_path": "/ws/agent/",
         "api": {
             "me": "/api/agent/me",
-            "queue": "/api/ops/queue",
+            # Leads' agents read the full overview; every agent may read the summary.
+            "queue": "/api/ops/queue" if can_view_queue else "/api/agent/queue",
             "customers": "/api/agent/customers/",
         },
-        "can_view_queue": user.has_perm(VIEW_QUEUE_PERMISSION),
+        "can_view_queue": True,  # every agent sees the queue summary (polled)
         "max_message_chars": settings.MAX_MESSAGE_CHARS,
         "offer_timeout_s": settings.OFFER_TIMEOUT_S,
         # The countdown of an offer uses the server's clock: the page learns the offset once.

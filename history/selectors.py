@@ -63,6 +63,18 @@ class QueueOverview:
         }
 
 
+def queue_summary(*, now: datetime | None = None) -> dict[str, int]:
+    """What an agent's console shows of the queue: how many wait and the longest wait so far."""
+    now = now or timezone.now()
+    waiting_q = Q(status__in=(SessionStatus.WAITING, SessionStatus.OFFERED))
+    row = ChatSession.objects.filter(waiting_q).aggregate(
+        waiting=Count("id"), since=Min(Coalesce("enqueued_at", "created_at"))
+    )
+    since = row["since"]
+    longest = max(0, int((now - since).total_seconds())) if since else 0
+    return {"waiting": row["waiting"], "longest_wait_s": longest}
+
+
 def queue_overview(*, now: datetime | None = None) -> QueueOverview:
     now = now or timezone.now()
     waiting_q = Q(status__in=(SessionStatus.WAITING, SessionStatus.OFFERED))

@@ -55,7 +55,9 @@ def test_console_renders_the_shell_with_its_config_when_user_is_an_agent(client,
     assert config["agent"] == {"display_name": "Pat", "capacity": 2}
     assert config["ws_path"] == "/ws/agent/"
     assert config["offer_timeout_s"] == 7
-    assert config["can_view_queue"] is False
+    # Every agent sees the queue summary; only leads read the full overview.
+    assert config["can_view_queue"] is True
+    assert config["api"]["queue"] == "/api/agent/queue"
     assert "/static/console/console.js" in html
     assert "Start shift" in html
     # No inline script may run: only same-origin files (the config is inert JSON).
@@ -71,6 +73,22 @@ def test_console_lets_the_page_poll_the_queue_when_agent_is_also_a_support_lead(
     client.force_login(agent.user)
     html = client.get("/console/").content.decode()
     assert '"can_view_queue": true' in html
+    assert '"queue": "/api/ops/queue"' in html
+
+
+def test_queue_summary_is_given_to_agents_and_refused_to_customers(client, agent):
+    from tests.factories import CustomerFactory, SessionFactory
+
+    SessionFactory()
+    SessionFactory()
+    client.force_login(agent.user)
+    body = client.get("/api/agent/queue").json()
+    assert body["waiting"] == 2
+    assert body["longest_wait_s"] >= 0
+    client.force_login(CustomerFactory())
+    refused = client.get("/api/agent/queue")
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "not_an_agent"
 
 
 def test_console_escapes_the_agent_name_when_it_contains_markup(client, agent):

@@ -89,6 +89,7 @@ REST: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", f"/api/sessions/{S}/resume"): (401, 200, 404, 404, 404, 404),
     ("POST", f"/api/sessions/{S}/end"): (401, 200, 404, 200, 404, 404),
     ("GET", "/api/agent/me"): (401, 403, 403, 200, 200, 403),
+    ("GET", "/api/agent/queue"): (401, 403, 403, 200, 200, 403),
     ("GET", f"/api/agent/customers/{S}/profile"): (401, 403, 403, 200, 403, 403),
     ("GET", f"/api/agent/customers/{S}/orders"): (401, 403, 403, 200, 403, 403),
     ("GET", f"/api/agent/customers/{S}/transactions"): (401, 403, 403, 200, 403, 403),

@@ -6,6 +6,7 @@ from agents.api import customer_data, views
 
 urlpatterns = [
     path("me", views.AgentMeView.as_view(), name="agent-me"),
+    path("queue", views.AgentQueueView.as_view(), name="agent-queue"),
     # DayOne customer data of a session's customer (access-checked and logged).
     path(
         "customers/<uuid:session_id>/profile",
