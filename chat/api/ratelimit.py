@@ -82,9 +82,14 @@ def _record_failure(key: str) -> None:
         pipe.incr(key)
         # The window starts at the first failure; later failures do not extend it.
         pipe.expire(key, settings.LOGIN_LOCKOUT_S, nx=True)
-        pipe.execute()
+        count, _ = pipe.execute()
     except (redis.RedisError, OSError):
         logger.warning("login lockout unavailable: Redis did not answer")
+        return
+    if int(count) == settings.LOGIN_MAX_FAILURES:
+        # Once per lockout, for monitoring (a burst of these is a password-guessing attack).
+        # The key is a digest: the log never holds a username.
+        logger.warning("login locked for %s s: %s", settings.LOGIN_LOCKOUT_S, key)
 
 
 def _clear(key: str) -> None:
