@@ -217,6 +217,10 @@ class Stack:
                         "127.0.0.1",
                         "-p",
                         str(port),
+                        # As the Procfile serves it (since 21:56 on 2026-11-23; the full runs in
+                        # docs/performance.md predate it and ran with daphne's 5 s default).
+                        "--websocket_connect_timeout",
+                        "30",
                         app,
                     ],
                     port=port,
