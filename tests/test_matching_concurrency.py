@@ -235,7 +235,9 @@ def test_fairness_and_constraints_hold_when_processes_race():
         "seat_frees": FreeSpan.objects.count(),
     }
     print(f"concurrency: recorded {happened} ({sum(happened.values())} in all)")
-    assert happened["assignments"] > 100
+    # Enough pairings that the race was real, not vacuous; how many depends on how fast the
+    # machine ran the processes (79 on a loaded 2-core CI machine, 300+ on a quiet one).
+    assert happened["assignments"] > 25
     assert fairness_violations() == []
     seated = list(
         ChatSession.objects.filter(status__in=["offered", "active"]).values_list(
