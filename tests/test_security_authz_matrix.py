@@ -11,13 +11,16 @@ Mutating cells (POSTs) also check that a refused call changed nothing.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.urls import URLResolver, get_resolver
 from rest_framework.test import APIClient
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from agents.demo_data import seed_customer_data
 from agents.models import Agent
@@ -63,6 +66,8 @@ def build_world() -> World:
         "other_agent": other_agent.user,
         "lead": build.lead(),
     }
+    people["lead"].set_password("dayone")
+    people["lead"].save(update_fields=["password"])
     session.refresh_from_db()
     return World(people=people, session=session, agent=agent, other_agent=other_agent)
 
@@ -80,6 +85,9 @@ S = "{session}"
 A = "{agent}"
 # (method, path, body): expected status per persona, in PERSONAS order.
 REST: dict[tuple[str, str], tuple[int, ...]] = {
+    # Public by design: logging in. Token refresh with a token of the caller's own.
+    ("POST", "/api/auth/token"): (200, 200, 200, 200, 200, 200),
+    ("POST", "/api/auth/token/refresh"): (200, 200, 200, 200, 200, 200),
     ("POST", "/api/auth/ws-ticket"): (401, 200, 200, 200, 200, 200),
     ("GET", "/api/sessions"): (401, 200, 200, 200, 200, 200),
     ("POST", "/api/sessions"): (401, 409, 201, 403, 403, 403),
@@ -133,6 +141,12 @@ def test_rest_answers_each_caller_as_the_matrix_says_when_called(method, path, p
         body = dict(BODIES.get(path, {}))
         if body.get("client_msg_id") == "{uuid}":
             body["client_msg_id"] = str(uuid.uuid4())
+        # Logging in: each caller with its own account (the anonymous with the customer's).
+        who = world.people[persona] or world.people["customer"]
+        if path == "/api/auth/token":
+            body = {"username": who.username, "password": "dayone"}
+        elif path == "/api/auth/token/refresh":
+            body = {"refresh": str(RefreshToken.for_user(who))}
         answer = client.post(url, body, format="json")
     assert answer.status_code == expected, answer.content[:300]
     if answer.status_code >= 400:
@@ -143,6 +157,28 @@ def test_rest_answers_each_caller_as_the_matrix_says_when_called(method, path, p
             ChatSession.objects.count(),
         )
         assert after == before, "a refused call changed something"
+
+
+def _routes(patterns: list, prefix: str = "") -> list[str]:
+    routes = []
+    for pattern in patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            routes.extend(_routes(pattern.url_patterns, route))
+        else:
+            routes.append(route)
+    return routes
+
+
+def test_rest_matrix_covers_every_api_route_when_a_route_is_added():
+    # A new endpoint without a row in the matrix fails here, not silently.
+    mounted = {
+        "/" + re.sub(r"<[^>]+>", S, route).rstrip("$").lstrip("^")
+        for route in _routes(get_resolver().url_patterns)
+        if route.startswith("api/")
+    }
+    covered = {path for _, path in REST}
+    assert mounted - covered == set()
 
 
 @pytest.mark.django_db
