@@ -19,6 +19,7 @@ events the services publish (chat.events) to the client. Why they look the way t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -200,6 +201,17 @@ class ChatSocket(AsyncWebsocketConsumer):
     @property
     def user(self) -> AbstractBaseUser:
         return self.scope["user"]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except UNAVAILABLE as exc:
+            # Redis went away under the socket (its channel-layer receive loop failed): close
+            # with "try again later" rather than crash with 1011 and a traceback. The client
+            # reconnects and resyncs with after_seq; presence is swept from stale heartbeats.
+            logger.warning("socket closed, a backing server is away: %s", type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
 
     # Channels' dispatch hops to a thread to close stale DB connections before every message;
     # our database work happens in threads that do that themselves (see the module docstring).
