@@ -11,3 +11,34 @@ def _tunables(settings):
     settings.AUTO_ACCEPT = False
     settings.AGENT_CAPACITY = 2
     return settings
+
+
+def _retrying_flush() -> None:
+    """Retry the flush that ends each transactional test, a few times.
+
+    End-to-end stacks are module-scoped: their beat and worker keep running ticks while a test's
+    teardown TRUNCATEs the test database, and PostgreSQL may resolve the lock conflict by failing
+    the TRUNCATE (seen once in CI as "couldn't be flushed"). The flush runs in one transaction,
+    so a retry starts clean.
+    """
+    import time
+
+    from django.db import DatabaseError
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    original = DatabaseOperations.execute_sql_flush
+
+    def execute_sql_flush(self: DatabaseOperations, sql_list: list[str]) -> None:
+        for attempt in range(5):
+            try:
+                original(self, sql_list)
+                return
+            except DatabaseError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+
+    DatabaseOperations.execute_sql_flush = execute_sql_flush  # type: ignore[method-assign]
+
+
+_retrying_flush()
