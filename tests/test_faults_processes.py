@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -126,6 +127,15 @@ def _queue_length() -> int:
         return int(client.llen(settings.CELERY_TASK_DEFAULT_QUEUE))
     finally:
         client.close()
+
+
+def _send_twice(app: Any, task: str) -> None:
+    """Send a task twice, as two beats would, to this run's broker and queue. Explicitly: the
+    app's own connection settings are read once per process, and a test that points settings
+    at another broker for a moment (test_foundation_health) would leave them pointing there."""
+    with app.connection_for_write(settings.CELERY_BROKER_URL) as connection:
+        for _ in range(2):
+            app.send_task(task, connection=connection, queue=settings.CELERY_TASK_DEFAULT_QUEUE)
 
 
 def _assignments(session_id: str) -> list[tuple[int, str]]:
@@ -237,8 +247,7 @@ async def test_a_second_beat_started_by_mistake_has_no_double_effect(stack):
         from history.services import SAMPLE_MIN_GAP_S
 
         before = await adb(QueueSample.objects.count)()
-        for _ in range(2):
-            await asyncio.to_thread(app.send_task, "history.tasks.sample_queue")
+        await asyncio.to_thread(_send_twice, app, "history.tasks.sample_queue")
         await await_for(
             lambda: asyncio.to_thread(lambda: _queue_length() == 0), within=30, what="both run"
         )
