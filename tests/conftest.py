@@ -13,6 +13,24 @@ def _tunables(settings):
     return settings
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits():
+    """Every test starts with no login-failure or throttle counters in Redis.
+
+    The counters are keyed by user id and outlive a test (up to their window, an hour in some
+    tests), while user ids repeat: every run recreates the test database, and a flush resets its
+    sequences. A counter left by an earlier test or run would throttle the next one.
+    """
+    from chat.api.authentication import _redis
+    from chat.api.ratelimit import LOGIN_KEY_PREFIX, THROTTLE_KEY_PREFIX
+
+    client = _redis()
+    for prefix in (LOGIN_KEY_PREFIX, THROTTLE_KEY_PREFIX):
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 def _retrying_flush() -> None:
     """Retry the flush that ends each transactional test, a few times.
 

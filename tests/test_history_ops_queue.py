@@ -203,3 +203,20 @@ def test_sample_task_stores_the_numbers_of_the_moment_when_beat_fires_it():
     assert sample.longest_wait_s == 400
     assert sample.agents["available"] == 2
     assert sample.matches_last_hour == 2
+
+
+def test_a_second_sampler_stores_nothing_when_it_runs_within_the_gap():
+    # Two beats by mistake fire the minute's sample twice: one row, never two close together.
+    from history.services import SAMPLE_MIN_GAP_S
+
+    floor()
+    with at(NOW):
+        first = tasks.sample_queue.apply().get()
+    with at(NOW + timedelta(seconds=SAMPLE_MIN_GAP_S - 1)):
+        second = tasks.sample_queue.apply().get()
+    assert second == first
+    assert QueueSample.objects.count() == 1
+    with at(NOW + timedelta(seconds=SAMPLE_MIN_GAP_S + 1)):
+        third = tasks.sample_queue.apply().get()
+    assert third != first
+    assert QueueSample.objects.count() == 2
