@@ -22,6 +22,7 @@ from agents import services as agent_services
 from agents.models import Agent
 from chat import events, selectors, services
 from chat.consumers import (
+    CONVERSATION_FRAMES,
     ChatSocket,
     Frame,
     FrameError,
@@ -96,13 +97,7 @@ class AgentConsumer(ChatSocket):
         "available": "on_available",
         "offer.accept": "on_offer_accept",
         "offer.decline": "on_offer_decline",
-        "message.send": "on_message_send",
-        "typing": "on_typing",
-        "read": "on_read",
-        "end.request": "on_end_request",
-        "end.confirm": "on_end_confirm",
-        "end.decline": "on_end_decline",
-        "sync": "on_sync",
+        **CONVERSATION_FRAMES,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -440,19 +440,23 @@ def _heartbeat_customer(
     return _queue_spot(session_id=session_id, user=user) if waiting else None
 
 
+# The frames of a conversation, the same on both sockets (the agent's carry a session_id).
+CONVERSATION_FRAMES: dict[str, str] = {
+    "message.send": "on_message_send",
+    "typing": "on_typing",
+    "read": "on_read",
+    "end.request": "on_end_request",
+    "end.confirm": "on_end_confirm",
+    "end.decline": "on_end_decline",
+    "sync": "on_sync",
+}
+
+
 class CustomerConsumer(ChatSocket):
     """One customer's socket on one session. Query: ``?after_seq=N`` (default 0)."""
 
     role = Role.CUSTOMER
-    frame_handlers = {
-        "message.send": "on_message_send",
-        "typing": "on_typing",
-        "read": "on_read",
-        "end.request": "on_end_request",
-        "end.confirm": "on_end_confirm",
-        "end.decline": "on_end_decline",
-        "sync": "on_sync",
-    }
+    frame_handlers = CONVERSATION_FRAMES
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
