@@ -81,7 +81,7 @@ REDIS_URL = redis_url_from_env()
 CHANNEL_LAYER_POOL_SIZE = env_int("CHANNEL_LAYER_POOL_SIZE", 2000)
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "dayone_chat.layers.DayOneChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL, "max_connections": CHANNEL_LAYER_POOL_SIZE}],
             "prefix": env_str("CHANNEL_LAYER_PREFIX", "dayone"),
