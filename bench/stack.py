@@ -224,6 +224,8 @@ class Stack:
                         app,
                     ],
                     port=port,
+                    # As the Procfile: the ASGI server pools its database connections.
+                    DB_POOL_MAX_SIZE=self.env().get("DB_POOL_MAX_SIZE", "16"),
                 )
             )
         self.spawn(

@@ -82,3 +82,30 @@ def test_check_deploy_is_clean_when_production_settings_are_complete():
     done = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
+
+
+PRINT_DB = (
+    "import django, json; django.setup(); from django.conf import settings as s; "
+    "d = s.DATABASES['default']; "
+    "print(json.dumps({'age': d['CONN_MAX_AGE'], 'pool': d.get('OPTIONS', {}).get('pool')}))"
+)
+
+
+def _db_settings_of(env: dict[str, str]) -> dict:
+    import subprocess
+
+    done = subprocess.run(
+        [PYTHON, "-c", PRINT_DB], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_connections_come_from_a_pool_when_db_pool_max_size_is_set():
+    got = _db_settings_of(project_env(DB_POOL_MAX_SIZE="12", DB_CONN_MAX_AGE="60"))
+    assert got == {"age": 0, "pool": {"min_size": 2, "max_size": 12, "timeout": 10}}
+
+
+def test_connections_persist_without_a_pool_when_db_pool_max_size_is_unset():
+    got = _db_settings_of(project_env(DB_POOL_MAX_SIZE=None, DB_CONN_MAX_AGE="60"))
+    assert got == {"age": 60, "pool": None}

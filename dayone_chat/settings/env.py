@@ -78,8 +78,23 @@ def database_from_env() -> dict[str, object]:
     # same server, e.g. the test database, without rebuilding the URL.
     if os.environ.get("DATABASE_NAME"):
         config["NAME"] = os.environ["DATABASE_NAME"]
-    config["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
-    config["CONN_HEALTH_CHECKS"] = True
+    pool_max = env_int("DB_POOL_MAX_SIZE", 0)
+    if pool_max > 0:
+        # psycopg's pool (dayone_chat/asgi.py turns it on for the ASGI server): Django keeps a
+        # connection per thread, and daphne runs each request in a fresh thread, so persistent
+        # connections pile up there until PostgreSQL refuses more ("too many clients").
+        # A pool and persistent connections exclude each other.
+        config["CONN_MAX_AGE"] = 0
+        options = dict(config.get("OPTIONS") or {})  # type: ignore[call-overload]
+        options["pool"] = {
+            "min_size": min(2, pool_max),
+            "max_size": pool_max,
+            "timeout": env_int("DB_POOL_TIMEOUT_S", 10),
+        }
+        config["OPTIONS"] = options
+    else:
+        config["CONN_MAX_AGE"] = env_int("DB_CONN_MAX_AGE", 60)
+        config["CONN_HEALTH_CHECKS"] = True
     config["ATOMIC_REQUESTS"] = False
     return config
 

@@ -99,6 +99,12 @@ class Stack:
                         "30",
                         ASGI_APP,
                     ],
+                    env={
+                        # As the Procfile: the ASGI server pools its database connections.
+                        "DB_POOL_MAX_SIZE": stack.env.get("DB_POOL_MAX_SIZE", "8"),
+                        # Names its PostgreSQL sessions (pg_stat_activity.application_name).
+                        "PGAPPNAME": stack.app_name(index),
+                    },
                 )
             if worker:
                 stack._spawn(
@@ -128,13 +134,13 @@ class Stack:
             raise
         return stack
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         log = self.workdir / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 argv,
                 cwd=ROOT,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 # Its own process group, so stop() reaches the children (Celery forks).
@@ -189,6 +195,10 @@ class Stack:
         return "\n".join(f"--- {p.name} ---\n{p.tail(lines)}" for p in self.procs)
 
     # --- addresses ----------------------------------------------------------------------------
+
+    def app_name(self, index: int) -> str:
+        """The PostgreSQL application_name of server ``index``'s connections."""
+        return f"dayone-e2e-daphne{index}-{self.ports[index]}"
 
     def url(self, index: int, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[index]}{path}"
