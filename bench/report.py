@@ -16,7 +16,7 @@ TARGETS = {
 NAMES = {
     "floor_websockets": "floor: websockets relay",
     "floor_channels": "floor: Channels relay",
-    "floor_channels_batched": "Channels relay, batched receive (proposal)",
+    "floor_channels_ours": "Channels relay on our layer",
     "system": "DayOne Chat",
 }
 
@@ -39,9 +39,15 @@ def failed(results: dict) -> list[str]:
     ]
 
 
+VARIANT_NAMES = {
+    "stock_layer": "DayOne Chat on the stock channels-redis layer",
+    "two": "DayOne Chat, two daphne processes",
+}
+
+
 def name_of(key: str) -> str:
     if key.startswith("system@"):
-        return f"DayOne Chat + {key.partition('@')[2]} (proposal)"
+        return VARIANT_NAMES.get(key.partition("@")[2], f"DayOne Chat @ {key.partition('@')[2]}")
     return NAMES[key]
 
 
@@ -248,7 +254,7 @@ def table(results: dict) -> str:
                     f"| {c['lost']} | {c['duplicated']} | "
                     f"{'ok' if c['fairness_exit'] == 0 else 'FAILED'} |"
                 )
-    for key in ("floor_websockets", "floor_channels", "floor_channels_batched"):
+    for key in ("floor_websockets", "floor_channels", "floor_channels_ours"):
         if key in keys(results):
             lines.append(
                 f"{NAMES[key]}: {results[key]['idle_socket_bytes'] / 1024:.1f} KiB per idle "
@@ -284,7 +290,7 @@ def plots(results: dict, out_dir: Path) -> list[Path]:
     colors = {
         "floor_websockets": "#2a9d8f",
         "floor_channels": "#e9c46a",
-        "floor_channels_batched": "#8ab17d",
+        "floor_channels_ours": "#8ab17d",
         "system": "#e76f51",
     }
     rates = sorted({s["rate"] for k in keys(results) for s in results[k]["steps"]})

@@ -56,27 +56,14 @@ QUICK = {
 }
 
 
-# ``system@<variant>`` targets: the real system with a measured proposal applied (the settings
-# module and/or the ASGI application daphne serves, or more daphne processes), run in the same
-# invocation as the plain ``system`` so both see the same machine.
+# ``system@<variant>`` targets: the real system with another settings module (a same-run baseline)
+# or more daphne processes, run in the same invocation as the plain ``system`` so both see the
+# same machine.
 VARIANTS: dict[str, dict[str, object]] = {
-    "pooled": {"settings": "bench.settings_pooled"},
-    "batched": {"settings": "bench.settings_batched"},
-    "async_publish": {"asgi_app": "bench.experiments:async_publish"},
-    "one_group": {"asgi_app": "bench.experiments:one_group"},
-    "fast": {"asgi_app": "bench.experiments:fast"},
-    "all": {"settings": "bench.settings_batched", "asgi_app": "bench.experiments:fast"},
-    "queue_local": {"asgi_app": "bench.experiments:queue_local"},
-    "all_queue_local": {
-        "settings": "bench.settings_batched",
-        "asgi_app": "bench.experiments:fast_queue_local",
-    },
+    # Same-run baseline: channels-redis' stock layer instead of dayone_chat/layers.py.
+    "stock_layer": {"settings": "bench.settings_stock_layer"},
+    # Several daphne processes behind the benchmark's clients (each client picks one).
     "two": {"servers": 2},
-    "all_two": {
-        "settings": "bench.settings_batched",
-        "asgi_app": "bench.experiments:fast",
-        "servers": 2,
-    },
 }
 
 
@@ -110,7 +97,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--asgi-app",
         default="dayone_chat.asgi:application",
-        help="the ASGI application daphne serves (bench.experiments has measured proposals)",
+        help="the ASGI application daphne serves",
     )
     parser.add_argument(
         "--asgi-threads",
@@ -120,9 +107,9 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--targets",
         default="websockets,channels,system",
-        help="which of websockets,channels,channels_batched,system,system@VARIANT to run "
-        "(default: websockets,channels,system; channels_batched is the Channels floor with "
-        f"bench.layers; variants: {', '.join(VARIANTS)})",
+        help="which of websockets,channels,channels_ours,system,system@VARIANT to run "
+        "(default: websockets,channels,system; channels_ours is the Channels floor on "
+        f"dayone_chat.layers; variants: {', '.join(VARIANTS)})",
     )
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--plots-dir", type=Path, help="where the PNGs go")
@@ -149,7 +136,7 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for target in args.targets:
         base, _, variant = target.partition("@")
-        known = base in ("websockets", "channels", "channels_batched", "system")
+        known = base in ("websockets", "channels", "channels_ours", "system")
         if not known or (variant and (base != "system" or variant not in VARIANTS)):
             parser.error(f"unknown target {target!r}")
     if args.plots_dir is None:
@@ -249,9 +236,9 @@ async def drive_floor(
 ) -> dict[str, object]:
     if name == "websockets":
         proc = stack.start_floor_websockets()
-    elif name == "channels_batched":
+    elif name == "channels_ours":
         proc = stack.start_floor_channels(
-            "floor_channels_batched", "bench.floor_channels.settings_batched"
+            "floor_channels_ours", "bench.floor_channels.settings_ours"
         )
     else:
         proc = stack.start_floor_channels()
