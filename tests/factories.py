@@ -159,6 +159,10 @@ class GroupTap:
         (call it once, at the end)."""
         import asyncio
 
+        from chat import events
+
+        events.flush(10.0)  # what this process published so far is in the layer
+
         async def drain() -> list[dict[str, Any]]:
             got: list[dict[str, Any]] = []
             while True:

@@ -28,8 +28,22 @@ def new_id() -> str:
 
 
 def adb(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Call sync (ORM, service) code from an async test."""
-    return database_sync_to_async(func)
+    """Call sync (ORM, service) code from an async test.
+
+    Publishing after commit only hands the events to this process's publisher
+    (chat.events); the call returns once they reached the layer too, so a test can listen
+    right after it, as a client that sees the service's answer would.
+    """
+
+    def call_and_flush(*args: Any, **kwargs: Any) -> Any:
+        from chat import events
+
+        try:
+            return func(*args, **kwargs)
+        finally:
+            events.flush(10.0)
+
+    return database_sync_to_async(call_and_flush)
 
 
 def _delete_layer_keys() -> None:
