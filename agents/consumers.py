@@ -2,7 +2,10 @@
 
 It joins the agent's group (offers, agent state) and the session group of each OFFERED/ACTIVE
 session: on connect, and whenever an offer or a session.state names a new one; it leaves a
-session's group when the session is no longer the agent's (ended, incomplete, sent back). The
+session's group when the session is no longer the agent's (ended, incomplete, sent back).
+Messages are published to the session group only, so a session's group is always joined before
+the database read whose ``last_seq`` the console starts from (a message committed after that
+read is delivered live; one before it is covered by the state the console sends). The
 frame hygiene, the heartbeat and the per-session no-gap/no-duplicate stream come from
 chat.consumers.
 """
@@ -111,6 +114,9 @@ class AgentConsumer(ChatSocket):
         # carry it, and the console needs it once.
         self.last_state: dict[UUID, Frame] = {}
         self.last_control: dict[UUID, Frame] = {}
+        # Joining and the delayed leaving of session groups, one at a time: a session offered
+        # again while its group is being left must end up joined.
+        self.membership = asyncio.Lock()
 
     async def connect(self) -> None:
         await self.accept()
@@ -129,12 +135,23 @@ class AgentConsumer(ChatSocket):
         snapshot = await db(_open_agent_socket)(agent=self.agent, channel_name=self.channel_name)
         self.registered = True
         await self.send_frame({"type": events.AGENT_STATE, **snapshot.agent_state})
+        late: list[UUID] = []
         for session_id, payload in snapshot.sessions:
             # A session offered between the two reads is also announced on the agent group,
-            # which was joined first; taking it here as well is harmless.
+            # which was joined first; taking it here as well is harmless. Its session group is
+            # joined only now, after the snapshot was read: what was posted in between is
+            # read again below.
+            if session_id not in self.streams:
+                late.append(session_id)
             await self.take(session_id, payload["last_seq"])
             self.streams[session_id].last_sent = payload["last_seq"]
             await self.send_state(session_id, state_frame(session_id, payload))
+        seated = {session_id for session_id, _ in snapshot.sessions}
+        for session_id in session_ids:
+            if session_id not in seated:  # no longer ours by the time of the snapshot
+                self.let_go(session_id)
+        for session_id in late:
+            await self.fill_gap(self.streams[session_id])
         self.start_heartbeat()
 
     async def disconnect(self, code: int) -> None:
@@ -147,7 +164,16 @@ class AgentConsumer(ChatSocket):
             self.streams[session_id] = self.leaving.pop(session_id)
         elif session_id not in self.streams:
             self.streams[session_id] = SeqStream(session_id=session_id, last_sent=last_seq)
-        await self.join(events.session_group(session_id))
+        await self.join_session(session_id)
+
+    async def join_session(self, session_id: UUID) -> bool:
+        """Join the session's group; True if this call joined it."""
+        group = events.session_group(session_id)
+        async with self.membership:
+            if group in self.joined:
+                return False
+            await self.join(group)
+            return True
 
     def let_go(self, session_id: UUID) -> None:
         stream = self.streams.pop(session_id, None)
@@ -158,11 +184,12 @@ class AgentConsumer(ChatSocket):
 
     async def _leave_later(self, session_id: UUID) -> None:
         await asyncio.sleep(LEAVE_DELAY_S)
-        if session_id in self.leaving:  # not taken back in the meantime (a new offer)
-            del self.leaving[session_id]
-            for memory in (self.last_state, self.last_control):
-                memory.pop(session_id, None)
-            await self.leave(events.session_group(session_id))
+        async with self.membership:
+            if session_id in self.leaving:  # not taken back in the meantime (a new offer)
+                del self.leaving[session_id]
+                for memory in (self.last_state, self.last_control):
+                    memory.pop(session_id, None)
+                await self.leave(events.session_group(session_id))
 
     def stream_of(self, frame: Frame) -> SeqStream:
         """The session a frame names, which must be one this console carries."""
@@ -319,11 +346,17 @@ class AgentConsumer(ChatSocket):
             return
         last = self.last_state.get(session_id)
         if last is None or last["session"].get("status") != status:
+            # Join before reading: a message committed after the read below reaches the session
+            # group (the only one it is published to) with this socket in it; one committed
+            # before it is counted in the ``last_seq`` the console is given.
+            joined_now = status in SEATED and await self.join_session(session_id)
             fresh = await db(_fresh_agent_state)(session_id=session_id, agent=self.agent)
             if fresh is not None:
                 event = state_frame(session_id, fresh)
                 status = fresh["status"]
-            elif status in SEATED:
+            if joined_now and (fresh is None or status not in SEATED):
+                await self.leave_unless_taken(session_id)
+            if fresh is None and status in SEATED:
                 return  # says seated, but not with this agent (any more): stale
         if status in SEATED:
             await self.take(session_id, event["session"].get("last_seq"))
@@ -332,6 +365,11 @@ class AgentConsumer(ChatSocket):
         elif known:
             await self.send_state(session_id, event)
             self.let_go(session_id)
+
+    async def leave_unless_taken(self, session_id: UUID) -> None:
+        async with self.membership:
+            if session_id not in self.streams and session_id not in self.leaving:
+                await self.leave(events.session_group(session_id))
 
     async def send_state(self, session_id: UUID, event: Frame) -> None:
         """Each state once (a verified read may equal the event that prompted it)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -12,8 +14,14 @@ from chat import services
 from chat.models import ChatSession, Message, Role, SessionStatus
 from dayone_chat.routing import websocket_application as app
 from matching import services as matching_services
-from tests.e2e.helpers import Socket, adb, flush_layer, new_id, refused_with
-from tests.factories import AgentFactory, CustomerFactory, SessionFactory, available_agent
+from tests.e2e.helpers import Frame, Socket, adb, flush_layer, new_id, refused_with
+from tests.factories import (
+    AgentFactory,
+    CustomerFactory,
+    LeadFactory,
+    SessionFactory,
+    available_agent,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -373,3 +381,194 @@ async def test_console_rate_limit_scales_with_its_seats_when_frames_come_fast(se
     errors = [f for f in await console.drain() if f["type"] == "error"]
     assert [e["code"] for e in errors] == ["rate_limited"]
     await console.close()
+
+
+# --- every message once, published to the session group only ----------------------------------
+
+
+class _HookedLayer:
+    """The real Redis layer, with a coroutine run once right before the socket next joins a
+    session group: it posts a message in the moment between "the session is the agent's" and
+    "the console is in its session group"."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.before_session_join: Callable[[uuid.UUID], Awaitable[None]] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def group_add(self, group: str, channel: str) -> None:
+        hook = self.before_session_join
+        if hook is not None and group.startswith("session."):
+            self.before_session_join = None
+            await hook(uuid.UUID(group.split(".", 1)[1]))
+        await self.real.group_add(group, channel)
+
+    def post_before_joining(self, body: str) -> None:
+        async def hook(session_id: uuid.UUID) -> None:
+            session = await adb(ChatSession.objects.select_related("customer").get)(pk=session_id)
+            await post(session, body)
+
+        self.before_session_join = hook
+
+
+@pytest.fixture
+def hooked_layer():
+    from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
+
+    real = channel_layers[DEFAULT_CHANNEL_LAYER]
+    hooked = _HookedLayer(real)
+    channel_layers.backends[DEFAULT_CHANNEL_LAYER] = hooked
+    try:
+        yield hooked
+    finally:
+        channel_layers.backends[DEFAULT_CHANNEL_LAYER] = real
+
+
+def _post(session: ChatSession, body: str) -> int:
+    return services.message_post(
+        session_id=session.id,
+        author=session.customer,
+        role=Role.CUSTOMER,
+        client_msg_id=uuid.uuid4(),
+        body=body,
+    ).message.seq
+
+
+post = adb(_post)
+
+
+def _state_of(console: Socket, session: ChatSession) -> Frame:
+    """The session.state that gave the console the session (the first one about it)."""
+    return next(
+        f
+        for f in console.seen
+        if f["type"] == "session.state" and f["session_id"] == str(session.id)
+    )
+
+
+def _shown_once(console: Socket, session: ChatSession) -> list[int]:
+    """What the console shows of the session: the messages up to the ``last_seq`` of the state
+    that gave it the session (the page syncs those), then every live message frame.
+    Fails on a message frame sent twice or one the state already counted."""
+    live = [
+        f["message"]["seq"]
+        for f in console.seen
+        if f["type"] == "message" and f["session_id"] == str(session.id)
+    ]
+    assert len(live) == len(set(live)), f"a message sent twice: {live}"
+    baseline = _state_of(console, session)["session"]["last_seq"]
+    assert all(seq > baseline for seq in live), f"{live} repeats the state's {baseline}"
+    return [*range(1, baseline + 1), *sorted(live)]
+
+
+async def test_console_shows_each_message_once_when_one_is_posted_while_the_offer_is_made(
+    hooked_layer,
+):
+    agent = await make_agent()
+    console = await console_of(agent)
+    hooked_layer.post_before_joining("are you there?")
+    session = await make_session()
+    await console.expect("offer")
+    assert hooked_layer.before_session_join is None  # the hook ran: message 1 is stored
+    await console.drain()
+    # Shown without a later message that would reveal a gap.
+    assert _shown_once(console, session) == [1]
+    assert await post(session, "hello?") == 2
+    await console.expect("message", lambda f: f["message"]["seq"] == 2)
+    await console.drain()
+    assert _shown_once(console, session) == [1, 2]
+    await console.close()
+
+
+async def test_console_shows_each_message_once_when_messages_come_before_and_after_accepting():
+    agent = await make_agent()
+    console = await console_of(agent)
+    session = await make_session()
+    await console.expect("offer")
+    await post(session, "one")
+    await console.expect("message", lambda f: f["message"]["seq"] == 1)
+    await console.send({"type": "offer.accept", "session_id": str(session.id)})
+    await post(session, "two")  # racing the accept
+    await console.expect("session.state", lambda f: f["session"]["status"] == "active")
+    await post(session, "three")
+    await console.expect("message", lambda f: f["message"]["seq"] == 3)
+    await console.drain()
+    assert _shown_once(console, session) == [1, 2, 3]
+    await console.close()
+
+
+async def test_console_shows_each_message_once_when_it_reconnects(hooked_layer):
+    agent = await make_agent()
+    session = await accepted(agent)
+    console = await console_of(agent)
+    await console.expect("session.state")
+    await post(session, "one")
+    await console.expect("message")
+    await console.close()
+    await post(session, "two")  # while the console is away
+    hooked_layer.post_before_joining("three")  # while it joins again, before its snapshot
+    again = await console_of(agent)
+    await again.expect("session.state")
+    await post(session, "four")
+    await again.expect("message", lambda f: f["message"]["seq"] == 4)
+    await again.drain()
+    assert _shown_once(again, session) == [1, 2, 3, 4]
+    await again.close()
+
+
+async def test_console_shows_each_message_once_when_offered_between_its_two_connect_reads(
+    hooked_layer,
+):
+    agent = await make_agent()
+    made: list[ChatSession] = []
+
+    real_add = hooked_layer.group_add
+
+    async def group_add(group: str, channel: str) -> None:
+        # Right after the agent's group: the first read is done, the snapshot is not.
+        await real_add(group, channel)
+        if group.startswith("agent.") and not made:
+            made.append(await make_session())
+            hooked_layer.post_before_joining("posted before the console joined")
+
+    hooked_layer.group_add = group_add  # type: ignore[method-assign]
+    console = await console_of(agent)
+    (session,) = made
+    await console.expect("session.state", lambda f: f["session_id"] == str(session.id))
+    await console.drain()
+    assert _shown_once(console, session) == [1]
+    await post(session, "and after")
+    await console.expect("message", lambda f: f["message"]["seq"] == 2)
+    await console.drain()
+    assert _shown_once(console, session) == [1, 2]
+    await console.close()
+
+
+async def test_console_shows_each_message_once_when_a_lead_requeues_to_another_agent(
+    hooked_layer,
+):
+    first = await adb(lambda: _agent_with(capacity=1))()
+    session = await accepted(first)
+    second = await make_agent()  # its seat is free longer than the one the requeue frees
+    old = await console_of(first)
+    await old.expect("session.state")
+    new = await console_of(second)
+    await post(session, "one")
+    await old.expect("message")
+    lead = await adb(LeadFactory)()
+    hooked_layer.post_before_joining("two")  # while the second console joins
+    await adb(services.session_requeue_by_lead)(session_id=session.id, lead=lead)
+    offer = await new.expect("offer")
+    assert offer["session_id"] == str(session.id)
+    await new.drain()
+    assert _shown_once(new, session) == [1, 2]
+    await post(session, "three")
+    await new.expect("message", lambda f: f["message"]["seq"] == 3)
+    await new.drain()
+    assert _shown_once(new, session) == [1, 2, 3]
+    await old.drain()
+    assert [f["message"]["seq"] for f in old.seen if f["type"] == "message"] == [1]
+    await old.close()
+    await new.close()
