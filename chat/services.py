@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -20,7 +21,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from agents import services as agent_services
@@ -422,8 +423,126 @@ def session_create(*, customer: AbstractBaseUser, topic: str = "") -> ChatSessio
 def message_post(
     *, session_id: UUID, author: AbstractBaseUser, role: str, client_msg_id: UUID, body: str
 ) -> MessagePost:
-    """Store a message with the next ``seq`` of its session; idempotent on ``client_msg_id``."""
+    """Store a message with the next ``seq`` of its session; idempotent on ``client_msg_id``.
+
+    The common case (a valid body, the author is the session's party, the status allows it, a
+    new ``client_msg_id``) is ONE statement in autocommit (:func:`_message_insert`). Anything
+    else takes the locking path, which finds the exact answer: the stored message of a repeated
+    ``client_msg_id`` or the same errors as before.
+    """
     text = (body or "").strip()
+    if text and len(text) <= settings.MAX_MESSAGE_CHARS and role in (Role.CUSTOMER, Role.AGENT):
+        message = _message_insert(
+            session_id=session_id, author=author, role=role, client_msg_id=client_msg_id, text=text
+        )
+        if message is not None:
+            _publish_message(message)
+            return MessagePost(message=message, created=True)
+    return _message_post_locked(
+        session_id=session_id, author=author, role=role, client_msg_id=client_msg_id, text=text
+    )
+
+
+def _publish_message(message: Message) -> None:
+    # The session group only: the agent console joins the group of every session offered to or
+    # seated with it before it relays the state that seats it (agents/consumers.py).
+    event = {
+        "type": MESSAGE,
+        "session_id": str(message.session_id),
+        "message": message_payload(message),
+    }
+    publish_on_commit(session_group(message.session_id), event)
+
+
+def _message_insert_sql(role: str) -> str:
+    """The statement of :func:`_message_insert`, with the models' table and column names."""
+    q = connection.ops.quote_name
+    s, m, a = ChatSession._meta, Message._meta, Agent._meta
+
+    def sc(name: str) -> str:
+        return q(s.get_field(name).column)
+
+    sets = [f"{sc('last_seq')} = {sc('last_seq')} + 1"]
+    if role == Role.CUSTOMER:
+        sets.append(f"{sc('last_customer_activity_at')} = %(now)s")
+        party = f"{sc('customer')} = %(user_id)s"
+    else:
+        agent_of_user = (
+            f"SELECT {q(a.pk.column)} FROM {q(a.db_table)} "  # noqa: S608
+            f"WHERE {q(a.get_field('user').column)} = %(user_id)s"
+        )
+        party = f"{sc('agent')} = ({agent_of_user})"
+    columns = ", ".join(
+        q(m.get_field(name).column)
+        for name in ("session", "seq", "sender", "author", "body", "client_msg_id", "created_at")
+    )
+    # Identifiers come from the models' metadata, values are all parameters.
+    return (
+        f"WITH bumped AS (UPDATE {q(s.db_table)} SET {', '.join(sets)} "  # noqa: S608
+        f"WHERE {sc('id')} = %(session_id)s AND {sc('status')} = ANY(%(statuses)s) AND {party} "
+        f"RETURNING {sc('id')} AS session_id, {sc('last_seq')} AS seq) "
+        f"INSERT INTO {q(m.db_table)} ({columns}) "
+        "SELECT session_id, seq, %(sender)s, %(user_id)s, %(body)s, %(client_msg_id)s, %(now)s "
+        f"FROM bumped RETURNING {q(m.pk.column)}, {q(m.get_field('seq').column)}"
+    )
+
+
+_MESSAGE_INSERT_SQL: Final[dict[str, str]] = {}
+
+
+def _message_insert(
+    *, session_id: UUID, author: AbstractBaseUser, role: str, client_msg_id: UUID, text: str
+) -> Message | None:
+    """The common path: bump ``last_seq`` and insert the message in one statement.
+
+    The UPDATE only matches when the author is the session's party for ``role`` and the status
+    allows posting; its row lock serialises ``seq`` (a concurrent post waits and then reads the
+    bumped value). None when it stored nothing: no such session, not a party, closed, or the
+    ``client_msg_id`` is already stored (the unique constraint fails the statement, which rolls
+    back its UPDATE too; see docs/architecture.md).
+    """
+    sql = _MESSAGE_INSERT_SQL.get(role)
+    if sql is None:
+        sql = _MESSAGE_INSERT_SQL.setdefault(role, _message_insert_sql(role))
+    now = timezone.now()
+    params = {
+        "session_id": session_id,
+        "user_id": author.pk,
+        "statuses": [str(s) for s in (LIVE_STATUSES if role == Role.CUSTOMER else (St.ACTIVE,))],
+        "sender": str(role),
+        "body": text,
+        "client_msg_id": client_msg_id,
+        "now": now,
+    }
+    try:
+        # Inside a caller's transaction a failed statement would break it: a savepoint there.
+        # In autocommit (every request, socket frame and task) the statement is its own
+        # transaction: no BEGIN, no COMMIT.
+        savepoint = transaction.atomic() if connection.in_atomic_block else nullcontext()
+        with savepoint, connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+    except IntegrityError:
+        return None  # the same client_msg_id, stored by an earlier or concurrent post
+    if row is None:
+        return None
+    return Message(
+        id=row[0],
+        session_id=session_id,
+        seq=row[1],
+        sender=role,
+        author_id=author.pk,
+        body=text,
+        client_msg_id=client_msg_id,
+        created_at=now,
+    )
+
+
+def _message_post_locked(
+    *, session_id: UUID, author: AbstractBaseUser, role: str, client_msg_id: UUID, text: str
+) -> MessagePost:
+    """The locking path: the exact reason a post was not stored by :func:`_message_insert`
+    (and a post that is valid after all, e.g. when the session changed in between)."""
     with transaction.atomic():
         session = _lock_session(session_id)
         _check_party(session, user=author, role=role)
@@ -458,14 +577,7 @@ def message_post(
             client_msg_id=client_msg_id,
             created_at=now,
         )
-        event = {
-            "type": MESSAGE,
-            "session_id": str(session.id),
-            "message": message_payload(message),
-        }
-        publish_on_commit(session_group(session.id), event)
-        if session.agent_id is not None and session.status in SEATED_STATUSES:
-            publish_on_commit(agent_group(session.agent_id), event)
+        _publish_message(message)
     return MessagePost(message=message, created=True)
 
 
