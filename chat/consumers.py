@@ -14,6 +14,8 @@ events the services publish (chat.events) to the client. Why they look the way t
   database, remembers the highest ``seq`` it has sent, drops live messages at or below it, and
   on a gap (a live ``seq`` above highest+1: events from two processes can overtake each other)
   reads the missing ones from the database. See :class:`SeqStream`.
+* Presence in bulk: sockets keep no heartbeat task of their own; one :class:`Presence` task per
+  process refreshes all their rows (and heals the waiting customers' positions) per beat.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +42,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from chat import events, selectors, services
 from chat.errors import UNAVAILABLE, UNAVAILABLE_CODE, UNAVAILABLE_DETAIL, DomainError
 from chat.models import ChatSession, Role, SessionStatus
-from chat.payloads import message_payload, queue_position, session_payload
+from chat.payloads import message_payload, session_payload
+from chat.selectors import QueueSpot
 from chat.ws_auth import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_TRY_AGAIN
 
 logger = logging.getLogger(__name__)
@@ -195,7 +198,7 @@ class ChatSocket(AsyncWebsocketConsumer):
         )
         self.joined: set[str] = set()
         self.registered = False
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._presence: Presence | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -212,6 +215,11 @@ class ChatSocket(AsyncWebsocketConsumer):
             logger.warning("socket closed, a backing server is away: %s", type(exc).__name__)
             with contextlib.suppress(Exception):
                 await send({"type": "websocket.close", "code": CLOSE_TRY_AGAIN})
+        finally:
+            # However the consumer ends (disconnect, a crash, daphne cancelling it without a
+            # websocket.disconnect), the presence beat stops refreshing its row, so a socket
+            # that is gone goes stale and is swept.
+            self.stop_presence()
 
     # Channels' dispatch hops to a thread to close stale DB connections before every message;
     # our database work happens in threads that do that themselves (see the module docstring).
@@ -318,29 +326,27 @@ class ChatSocket(AsyncWebsocketConsumer):
     # --- presence -----------------------------------------------------------------------
 
     def start_heartbeat(self) -> None:
-        self._heartbeat = asyncio.ensure_future(self._beat())
+        """Join this process's presence beat (see :class:`Presence`); called once registered."""
+        if self._presence is None:
+            self._presence = presence()
+            self._presence.register(self)
 
-    async def _beat(self) -> None:
-        interval = float(settings.PRESENCE_HEARTBEAT_S)
-        if interval <= 0:
-            return
-        # Spread the beats of sockets that connected together (a reconnect storm).
-        await asyncio.sleep(interval * random.uniform(0.5, 1.0))
-        while True:
-            try:
-                await self.heartbeat()
-            except Exception:
-                logger.exception("heartbeat of %s failed", self.channel_name)
-            await asyncio.sleep(interval)
-
-    async def heartbeat(self) -> None:
-        await db(services.connection_heartbeat)(channel_name=self.channel_name)
+    def stop_presence(self) -> None:
+        if self._presence is not None:
+            self._presence.unregister(self)
+            self._presence = None
 
     def stop_background(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        self.stop_presence()
         for task in list(self._tasks):
             task.cancel()
+
+    def queue_session_id(self) -> UUID | None:
+        """The session whose queue spot the presence beat should re-read for this socket."""
+        return None
+
+    async def heal_queue_spot(self, spot: QueueSpot) -> None:
+        """The presence beat's fresh read of :meth:`queue_session_id`'s spot."""
 
     # --- events from the groups ------------------------------------------------------------
 
@@ -388,6 +394,104 @@ def _jsonable(extra: dict[str, Any]) -> Frame:
     return {k: (str(v) if isinstance(v, UUID) else v) for k, v in extra.items()}
 
 
+# --- presence: one beat per process for all its sockets --------------------------------------
+
+
+def _presence_beat(*, channel_names: list[str], session_ids: list[UUID]) -> dict[UUID, QueueSpot]:
+    """One thread hop, two statements, however many sockets: refresh every row, read every spot."""
+    services.connections_heartbeat(channel_names=channel_names)
+    return selectors.queue_spots(session_ids=session_ids)
+
+
+class Presence:
+    """The registered sockets of one event loop (one daphne process) and the ONE task that
+    keeps their presence fresh.
+
+    Every ``PRESENCE_HEARTBEAT_S`` it refreshes ``last_seen_at`` of all their Connection rows
+    in one UPDATE and reads the queue spot of every waiting customer's session in one query,
+    then hands each waiting socket its fresh spot: a per-socket task with a round trip each was
+    130 database trips a second for 2,000 sockets (docs/performance.md, P6).
+
+    A socket registers once it is accepted and registered in the database, and unregisters when
+    its consumer ends, whichever way (ChatSocket.__call__). The set is weak as well, so a socket
+    is never kept alive by it. The task ends when no socket is left and starts again with the
+    next one: nothing runs for an idle process, and a closed event loop leaves nothing behind.
+
+    There is no jitter: the sockets of a process share one beat, so a reconnect storm no longer
+    makes their heartbeats come together (the per-socket tasks spread their first beat for that).
+    A new socket's row is fresh from its connect, and the next beat comes within one interval.
+    """
+
+    def __init__(self) -> None:
+        self.sockets: weakref.WeakSet[ChatSocket] = weakref.WeakSet()
+        self.task: asyncio.Task[None] | None = None
+
+    def register(self, socket: ChatSocket) -> None:
+        self.sockets.add(socket)
+        if self.task is None and float(settings.PRESENCE_HEARTBEAT_S) > 0:
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def unregister(self, socket: ChatSocket) -> None:
+        self.sockets.discard(socket)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                interval = float(settings.PRESENCE_HEARTBEAT_S)
+                if interval <= 0:
+                    return
+                await asyncio.sleep(interval)
+                if not self.sockets:
+                    return  # no await between this check and ``task = None``: no lost start
+                try:
+                    await self.beat()
+                except Exception:
+                    # A database outage must not end presence: the next beat tries again (three
+                    # missed beats and the sweep counts these sockets as closed, as it should).
+                    logger.exception("presence beat of %d sockets failed", len(self.sockets))
+        finally:
+            self.task = None
+
+    async def beat(self) -> None:
+        sockets = list(self.sockets)
+        if not sockets:
+            return
+        waiting = {s: sid for s in sockets if (sid := s.queue_session_id()) is not None}
+        try:
+            spots = await db(_presence_beat)(
+                channel_names=[s.channel_name for s in sockets],
+                session_ids=list(set(waiting.values())),
+            )
+        except UNAVAILABLE as exc:
+            logger.warning(
+                "presence beat of %d sockets failed: %s", len(sockets), type(exc).__name__
+            )
+            return
+        for socket, session_id in waiting.items():
+            spot = spots.get(session_id)
+            if spot is None or socket not in self.sockets:  # gone while the beat read
+                continue
+            try:
+                await socket.heal_queue_spot(spot)
+            except Exception:
+                logger.exception("queue position of %s not healed", socket.channel_name)
+
+
+# One registry per event loop: daphne runs one; tests run one per test.
+_presences: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Presence] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def presence() -> Presence:
+    """The presence registry of the running event loop."""
+    loop = asyncio.get_running_loop()
+    found = _presences.get(loop)
+    if found is None:
+        found = _presences[loop] = Presence()
+    return found
+
+
 # --- the customer socket ---------------------------------------------------------------------
 
 
@@ -412,17 +516,6 @@ def _open_customer_socket(
 
 
 @dataclass
-class QueueSpot:
-    ticket: int | None
-    position: int | None
-
-
-def _queue_spot(*, session_id: UUID, user: AbstractBaseUser) -> QueueSpot:
-    session = selectors.session_get_for_customer(session_id=session_id, user=user)
-    return QueueSpot(ticket=session.ticket, position=queue_position(session))
-
-
-@dataclass
 class FreshState:
     session: ChatSession
     state: Frame
@@ -431,13 +524,6 @@ class FreshState:
 def _fresh_customer_state(*, session_id: UUID, user: AbstractBaseUser) -> FreshState:
     session = selectors.session_get_for_customer(session_id=session_id, user=user)
     return FreshState(session=session, state=session_payload(session))
-
-
-def _heartbeat_customer(
-    *, channel_name: str, session_id: UUID, user: AbstractBaseUser, waiting: bool
-) -> QueueSpot | None:
-    services.connection_heartbeat(channel_name=channel_name)
-    return _queue_spot(session_id=session_id, user=user) if waiting else None
 
 
 # The frames of a conversation, the same on both sockets (the agent's carry a session_id).
@@ -511,15 +597,12 @@ class CustomerConsumer(ChatSocket):
         if self.registered:
             await db(services.customer_disconnected)(channel_name=self.channel_name)
 
-    async def heartbeat(self) -> None:
-        spot = await db(_heartbeat_customer)(
-            channel_name=self.channel_name,
-            session_id=self.session_id,
-            user=self.user,
-            waiting=self.state.get("status") == SessionStatus.WAITING,
-        )
+    def queue_session_id(self) -> UUID | None:
+        return self.session_id if self.state.get("status") == SessionStatus.WAITING else None
+
+    async def heal_queue_spot(self, spot: QueueSpot) -> None:
         # The periodic re-read heals any drift of the position kept from queue.changed events.
-        if spot is not None and self.state.get("status") == SessionStatus.WAITING:
+        if self.state.get("status") == SessionStatus.WAITING:
             self.ticket = spot.ticket
             await self.set_position(spot.position)
 

@@ -140,8 +140,9 @@ class Message(models.Model):
 class Connection(models.Model):
     """One open socket, so presence survives a daphne process that dies without saying goodbye.
 
-    Consumers register on connect, refresh ``last_seen_at`` every ``PRESENCE_HEARTBEAT_S`` and
-    remove the row on disconnect; a sweep treats rows not refreshed for three heartbeats as closed.
+    Consumers register on connect and remove the row on disconnect; their process refreshes
+    ``last_seen_at`` of all its rows every ``PRESENCE_HEARTBEAT_S`` (chat.consumers.Presence);
+    a sweep treats rows not refreshed for three heartbeats as closed.
     """
 
     channel_name = models.CharField(max_length=200, unique=True)

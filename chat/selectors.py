@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 
 from agents.models import Agent
 from chat.errors import NotFound
-from chat.models import ChatSession, Message, Role
+from chat.models import ChatSession, Message, Role, SessionStatus
 
 
 def _get(session_id: UUID | str) -> ChatSession:
@@ -54,3 +57,52 @@ def messages_after(*, session_id: UUID | str, after_seq: int, limit: int) -> lis
             : max(0, limit)
         ]
     )
+
+
+@dataclass(frozen=True)
+class QueueSpot:
+    """A session's queue ticket and its position (as chat.payloads.queue_position counts it)."""
+
+    ticket: int | None
+    position: int | None
+
+
+# rank() is 1 + the number of waiting sessions with a smaller ticket: exactly the COUNT(*) of
+# chat.payloads.queue_position, computed for the whole queue in one pass of chat_queue_idx.
+_QUEUE_SPOTS = """
+WITH queue AS (
+    SELECT id, rank() OVER (ORDER BY ticket) AS position
+    FROM chat_chatsession
+    WHERE status = %(waiting)s AND ticket IS NOT NULL
+)
+SELECT s.id, s.ticket,
+       CASE WHEN s.status = %(offered)s THEN 1 ELSE q.position END
+FROM chat_chatsession s
+LEFT JOIN queue q ON q.id = s.id
+WHERE s.id = ANY(%(ids)s)
+"""
+
+
+def queue_spots(*, session_ids: Sequence[UUID]) -> dict[UUID, QueueSpot]:
+    """Ticket and queue position of each of ``session_ids`` in one query (sessions that do not
+    exist are left out). The position equals ``queue_position(session)``: 1 for an offered
+    session, 1 + the waiting sessions ahead for a waiting one, None otherwise.
+
+    The presence beat heals the positions its waiting sockets keep from queue.changed events
+    with it (no permission check: each socket checked its session when it opened).
+    """
+    if not session_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _QUEUE_SPOTS,
+            {
+                "waiting": SessionStatus.WAITING.value,
+                "offered": SessionStatus.OFFERED.value,
+                "ids": list(session_ids),
+            },
+        )
+        return {
+            session_id: QueueSpot(ticket=ticket, position=position)
+            for session_id, ticket, position in cursor.fetchall()
+        }

@@ -786,6 +786,27 @@ def connection_heartbeat(*, channel_name: str) -> None:
     Connection.objects.filter(channel_name=channel_name).update(last_seen_at=timezone.now())
 
 
+def connections_heartbeat(*, channel_names: Sequence[str]) -> int:
+    """All these sockets are alive: one UPDATE for a whole process's sockets, every
+    PRESENCE_HEARTBEAT_S (chat.consumers.Presence). Returns how many rows it refreshed.
+
+    The same timestamp as :func:`connection_heartbeat` (this process's clock, like the cutoff of
+    matching's ``sweep_stale_connections`` and the ``at`` it hands on as the time they left).
+    ``= ANY(array)`` keeps the statement one parameter long for thousands of sockets.
+    """
+    if not channel_names:
+        return 0
+    meta = Connection._meta
+    # Identifiers come from the model's metadata, values are parameters.
+    sql = (
+        f'UPDATE "{meta.db_table}" SET "{meta.get_field("last_seen_at").column}" = %s '  # noqa: S608
+        f'WHERE "{meta.get_field("channel_name").column}" = ANY(%s)'
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [timezone.now(), list(channel_names)])
+        return cursor.rowcount
+
+
 def session_customer_gone(*, session_id: UUID, gone_before: datetime) -> bool:
     """Customer grace: gone since before ``gone_before`` -> INCOMPLETE (seat frees).
 
