@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_process_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dayone_chat.settings.local")
 
@@ -25,3 +26,11 @@ def _schedule(sender: Celery, **_: object) -> None:
         crontab(hour=3, minute=17), sender.signature("history.tasks.purge"), name="daily purge"
     )
     sender.add_periodic_task(60.0, sender.signature("history.tasks.sample_queue"), name="sample")
+
+
+@worker_process_shutdown.connect
+def _flush_events(**_: object) -> None:
+    """A prefork child may leave with os._exit (no atexit): send its queued events first."""
+    from chat import events
+
+    events.flush()
