@@ -80,6 +80,9 @@ async def asend_now(group: str, event: Event) -> None:
         logger.exception("could not publish %s to %s", event.get("type"), group)
 
 
+# How long one group_send may take before it is given up (logged) and the next one goes.
+SEND_TIMEOUT_S: Final = 5.0
+
 # One hand-off: the layer (as the publishing thread found it), the group, the event.
 _Item = tuple[BaseChannelLayer, str, Event]
 
@@ -134,7 +137,11 @@ class _Publisher:
         while True:
             layer, group, event = await queue.get()
             try:
-                await layer.group_send(group, {"type": LAYER_TYPE, "event": event})
+                # Bounded, as the blocking send was: a Redis that does not answer must not hold
+                # every later event of the process behind this one.
+                await asyncio.wait_for(
+                    layer.group_send(group, {"type": LAYER_TYPE, "event": event}), SEND_TIMEOUT_S
+                )
             except Exception:
                 # As in send_now: the layer being down must not undo a committed transaction;
                 # clients resync from the database. The next events still go out.

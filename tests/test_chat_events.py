@@ -137,3 +137,18 @@ async def test_flush_returns_when_every_published_event_is_in_the_layer(layer):
     assert layer.finished == [group] * 50  # all sent when flush returned, none still queued
     got = await _receive(layer.real, channel, 50)
     assert [e["n"] for e in got] == list(range(50))
+
+
+@pytest.mark.asyncio
+async def test_later_events_still_go_out_when_a_send_hangs(layer, caplog, monkeypatch):
+    monkeypatch.setattr(events, "SEND_TIMEOUT_S", 0.5)
+    stuck, good = _group(), _group()
+    layer.gated.add(stuck)  # never opened: as a Redis that does not answer
+    channel = await _listen(layer.real, good)
+    with caplog.at_level(logging.ERROR, logger="chat.events"):
+        await asyncio.to_thread(events.send_after_commit, stuck, {"type": "stuck"})
+        await asyncio.to_thread(events.send_after_commit, good, {"type": "kept"})
+        assert await asyncio.to_thread(events.flush, 30)
+    assert [r.getMessage() for r in caplog.records] == [f"could not publish stuck to {stuck}"]
+    assert layer.finished == [good]
+    assert await _receive(layer.real, channel, 1) == [{"type": "kept"}]
