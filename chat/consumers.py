@@ -549,6 +549,11 @@ class CustomerConsumer(ChatSocket):
         self.state: Frame = {}
         self.ticket: int | None = None
         self.seconds_per_position: float | None = None
+        # Position frames are coalesced (QUEUE_POSITION_MIN_INTERVAL_MS): when the last went out
+        # (event-loop clock), and whether a later one is already scheduled.
+        self.position_sent_at = float("-inf")
+        self.position_sent: Frame = {}
+        self.position_pending = False
 
     async def connect(self) -> None:
         await self.accept()
@@ -750,7 +755,37 @@ class CustomerConsumer(ChatSocket):
         if position == old_position and not _estimate_moved(old_estimate, estimate):
             return
         self.state = {**self.state, "position": position, "estimated_wait_s": estimate}
+        # Every customer who leaves the head of the queue moves everybody behind: with 500
+        # waiting and a few changes a second, a frame per change would be thousands of frames a
+        # second that no one reads. At most one position frame per interval goes out; a change
+        # inside the interval is sent at its end, carrying the latest position.
+        if self.position_pending:
+            return
+        wait = self.position_sent_at + _position_interval_s() - asyncio.get_running_loop().time()
+        if wait > 0:
+            self.position_pending = True
+            self.spawn(self.send_position_later(wait))
+            return
+        await self.send_position()
+
+    async def send_position_later(self, wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            self.position_pending = False
+        # Not waiting any more: the status change sent its own, newer session.state. Back where
+        # it was when the last frame went (1 -> 2 -> 1): nothing to say.
+        if self.state.get("status") == SessionStatus.WAITING and self.state != self.position_sent:
+            await self.send_position()
+
+    async def send_position(self) -> None:
+        self.position_sent_at = asyncio.get_running_loop().time()
+        self.position_sent = self.state
         await self.send_frame(state_frame(self.session_id, self.state))
+
+
+def _position_interval_s() -> float:
+    return settings.QUEUE_POSITION_MIN_INTERVAL_MS / 1000
 
 
 def _seconds_per_position(state: Frame) -> float | None:

@@ -482,6 +482,43 @@ async def test_waiting_customer_moves_up_when_someone_ahead_leaves_the_queue():
     await socket.close()
 
 
+async def test_position_frames_are_coalesced_when_the_queue_moves_in_a_burst(settings):
+    settings.QUEUE_POSITION_MIN_INTERVAL_MS = 1500
+    ahead = [await waiting_session() for _ in range(6)]
+    last = await waiting_session()
+    socket = await Socket.open(app, path_of(last), user=last.customer)
+    assert (await socket.recv())["session"]["position"] == 7
+    # Six customers ahead leave within the interval: one frame at once, one at its end with
+    # the final position, none in between.
+    for session in ahead:
+        await adb(services.session_end_request)(
+            session_id=session.id, user=session.customer, role=Role.CUSTOMER
+        )
+    frames = [f for f in await socket.drain(2.5) if f["type"] == "session.state"]
+    positions = [f["session"]["position"] for f in frames]
+    assert len(positions) == 2, positions
+    assert positions[-1] == 1
+    assert positions[0] > 1
+    await socket.close()
+
+
+async def test_each_position_change_is_sent_when_the_interval_is_zero(settings):
+    settings.QUEUE_POSITION_MIN_INTERVAL_MS = 0
+    ahead = [await waiting_session() for _ in range(3)]
+    last = await waiting_session()
+    socket = await Socket.open(app, path_of(last), user=last.customer)
+    assert (await socket.recv())["session"]["position"] == 4
+    for left, session in enumerate(ahead, start=1):
+        await adb(services.session_end_request)(
+            session_id=session.id, user=session.customer, role=Role.CUSTOMER
+        )
+        frame = await socket.recv()
+        assert (frame["type"], frame["session"]["position"]) == ("session.state", 4 - left)
+    frames = [f for f in await socket.drain(0.5) if f["type"] == "session.state"]
+    assert frames == []
+    await socket.close()
+
+
 async def test_waiting_customer_stays_put_when_someone_behind_leaves():
     first = await waiting_session()
     second = await waiting_session()
@@ -510,7 +547,8 @@ async def test_waiting_customer_sees_the_offer_and_the_agent_when_matched():
     assert refreshed.status == SessionStatus.ACTIVE
 
 
-async def test_waiting_customer_moves_back_when_a_declined_offer_returns_ahead():
+async def test_waiting_customer_moves_back_when_a_declined_offer_returns_ahead(settings):
+    settings.QUEUE_POSITION_MIN_INTERVAL_MS = 0  # every move is a frame (1 -> 2 -> 1 in 1 s)
     first = await waiting_session()
     second = await waiting_session()
     socket = await Socket.open(app, path_of(second), user=second.customer)
