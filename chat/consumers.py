@@ -43,6 +43,7 @@ from chat import events, selectors, services
 from chat.errors import UNAVAILABLE, UNAVAILABLE_CODE, UNAVAILABLE_DETAIL, DomainError
 from chat.models import ChatSession, Role, SessionStatus
 from chat.payloads import message_payload, session_payload
+from chat.queue_watch import queue_watch
 from chat.selectors import QueueSpot
 from chat.ws_auth import CLOSE_BAD_REQUEST, CLOSE_NOT_FOUND, CLOSE_TRY_AGAIN
 
@@ -220,6 +221,8 @@ class ChatSocket(AsyncWebsocketConsumer):
             # websocket.disconnect), the presence beat stops refreshing its row, so a socket
             # that is gone goes stale and is swept.
             self.stop_presence()
+            if events.QUEUE_GROUP in self.joined:
+                queue_watch().discard(self)
 
     # Channels' dispatch hops to a thread to close stale DB connections before every message;
     # our database work happens in threads that do that themselves (see the module docstring).
@@ -249,13 +252,20 @@ class ChatSocket(AsyncWebsocketConsumer):
 
     async def join(self, group: str) -> None:
         if group not in self.joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+            if group == events.QUEUE_GROUP:
+                # One subscription per process hands queue moves to its waiting sockets.
+                await queue_watch().add(self)
+            else:
+                await self.channel_layer.group_add(group, self.channel_name)
             self.joined.add(group)
 
     async def leave(self, group: str) -> None:
         if group in self.joined:
             self.joined.discard(group)
-            await self.channel_layer.group_discard(group, self.channel_name)
+            if group == events.QUEUE_GROUP:
+                queue_watch().discard(self)
+            else:
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)

@@ -519,6 +519,31 @@ async def test_each_position_change_is_sent_when_the_interval_is_zero(settings):
     await socket.close()
 
 
+async def test_one_subscription_per_process_carries_the_queue_to_every_waiting_socket():
+    layer = get_channel_layer()
+    ahead = await waiting_session()
+    behind = [await waiting_session() for _ in range(5)]
+    sockets = [await Socket.open(app, path_of(s), user=s.customer) for s in behind]
+    for n, socket in enumerate(sockets, start=2):
+        assert (await socket.recv())["session"]["position"] == n
+    # The queue group holds one channel of this process, not one per waiting socket.
+    assert len(layer.local_members(events.QUEUE_GROUP)) == 1
+    await adb(services.session_end_request)(
+        session_id=ahead.id, user=ahead.customer, role=Role.CUSTOMER
+    )
+    for n, socket in enumerate(sockets, start=1):
+        moved = await socket.expect("session.state")
+        assert moved["session"]["position"] == n
+    for socket in sockets:
+        await socket.close()
+    # The last waiting socket gone, the process leaves the queue group.
+    for _ in range(50):
+        if not layer.local_members(events.QUEUE_GROUP):
+            break
+        await asyncio.sleep(0.05)
+    assert layer.local_members(events.QUEUE_GROUP) == frozenset()
+
+
 async def test_waiting_customer_stays_put_when_someone_behind_leaves():
     first = await waiting_session()
     second = await waiting_session()
