@@ -103,7 +103,7 @@ def _db_settings_of(env: dict[str, str]) -> dict:
 
 def test_connections_come_from_a_pool_when_db_pool_max_size_is_set():
     got = _db_settings_of(project_env(DB_POOL_MAX_SIZE="12", DB_CONN_MAX_AGE="60"))
-    assert got == {"age": 0, "pool": {"min_size": 2, "max_size": 12, "timeout": 10}}
+    assert got == {"age": 0, "pool": {"min_size": 2, "max_size": 12, "timeout": 5}}
 
 
 def test_connections_persist_without_a_pool_when_db_pool_max_size_is_unset():

@@ -89,7 +89,7 @@ def database_from_env() -> dict[str, object]:
         options["pool"] = {
             "min_size": min(2, pool_max),
             "max_size": pool_max,
-            "timeout": env_int("DB_POOL_TIMEOUT_S", 10),
+            "timeout": env_int("DB_POOL_TIMEOUT_S", 5),
         }
         config["OPTIONS"] = options
     else:
