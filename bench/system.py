@@ -82,10 +82,17 @@ RATE_BUDGET = max(1, int(RATE_COUNT * 0.75))
 RAMP_LONGEST_S = float(os.environ.get("BENCH_RAMP_LONGEST_S") or 240)
 
 
+# Access tokens live 5 minutes (SIMPLE_JWT's default) and a full run lasts longer: clients
+# refresh theirs, as the web and mobile clients do, a minute before it expires.
+TOKEN_REFRESH_AFTER_S = 240.0
+
+
 @dataclass
 class User:
     username: str
     token: str = ""
+    refresh: str = ""
+    token_at: float = 0.0
     base: str = ""  # http://127.0.0.1:port of the daphne this client uses
     sends: deque[float] = field(default_factory=deque)
 
@@ -212,9 +219,23 @@ class System:
                 json={"username": user.username, "password": "dayone"},
             )
             answer.raise_for_status()
-            user.token = answer.json()["access"]
+            user.token, user.refresh = answer.json()["access"], answer.json()["refresh"]
+            user.token_at = now()
 
         await gather_limited([login(u) for u in [*self.agents, *self.customers]], 8)
+
+    async def fresh_token(self, user: User) -> None:
+        """Refresh ``user``'s access token when it is about to expire."""
+        assert self.http is not None
+        if now() - user.token_at < TOKEN_REFRESH_AFTER_S:
+            return
+        answer = await self.http.post(
+            f"{user.base}/api/auth/token/refresh", json={"refresh": user.refresh}
+        )
+        answer.raise_for_status()
+        user.token = answer.json()["access"]
+        user.refresh = answer.json().get("refresh", user.refresh)
+        user.token_at = now()
 
     # --- agents ---------------------------------------------------------------------------------
 
@@ -338,6 +359,7 @@ class System:
         self.live_customers += 1
         t_arrival = now()
         try:
+            await self.fresh_token(customer)
             answer = await self.http.post(
                 f"{customer.base}/api/sessions", json={"topic": "bench"}, headers=customer.headers()
             )
