@@ -225,7 +225,8 @@ def table(results: dict) -> str:
             f"open sockets {system['sockets']}, messages sent {c['messages_sent']}, "
             f"stored {c['messages_stored']}, refused {c['refused']}, chats ended "
             f"{system['chats_ended']}, offers {system['matching']['offers']}, breaks "
-            f"{system['breaks_taken']}, PostgreSQL connections (peak) "
+            f"{system['breaks_taken']}, agents back from away (an offer expired) "
+            f"{system.get('agents_back_from_away', 0)}, PostgreSQL connections (peak) "
             f"{system.get('db_connections_peak')}, errors {system['errors']}"
         )
     variants = [k for k in keys(results) if k.startswith("system@")]

@@ -85,6 +85,8 @@ RAMP_LONGEST_S = float(os.environ.get("BENCH_RAMP_LONGEST_S") or 240)
 # Access tokens live 5 minutes (SIMPLE_JWT's default) and a full run lasts longer: clients
 # refresh theirs, as the web and mobile clients do, a minute before it expires.
 TOKEN_REFRESH_AFTER_S = 240.0
+# How long an agent set away (an offer expired unanswered) takes to press "I'm back".
+AWAY_NOTICED_S = 5.0
 
 
 @dataclass
@@ -120,6 +122,7 @@ class AgentClient(User):
     status: str = "offline"
     capacity: int = 2
     on_break_plan: bool = False
+    coming_back: bool = False
     free_since: list[float] = field(default_factory=list)
     chats: dict[str, Chat] = field(default_factory=dict)
     state_seen: asyncio.Event = field(default_factory=asyncio.Event)
@@ -148,6 +151,7 @@ class System:
         self.live_customers = 0
         self.arrivals_on = False
         self.breaks_taken = 0
+        self.agents_back_from_away = 0
         self.chats_ended = 0
         self.tasks: set[asyncio.Task[object]] = set()
         self.step_index = 0
@@ -296,6 +300,11 @@ class System:
                     agent.state_seen.set()
                     if agent.status == "on_break" and agent.on_break_plan:
                         self.spawn(self.break_end_later(agent))
+                    elif agent.status == "away" and not agent.coming_back:
+                        # An offer expired unanswered (counted as an error): the server set the
+                        # agent away, and a person notices and presses "I'm back".
+                        agent.coming_back = True
+                        self.spawn(self.back_from_away(agent))
                 elif kind == "error":
                     self.error(agent.username, frame)
         except ConnectionClosed:
@@ -345,6 +354,13 @@ class System:
             agent.free_since = []
             self.breaks_taken += 1
             await self.agent_send(agent, {"type": "break.request"})
+
+    async def back_from_away(self, agent: AgentClient) -> None:
+        await asyncio.sleep(AWAY_NOTICED_S)
+        agent.coming_back = False
+        self.agents_back_from_away += 1
+        await self.agent_send(agent, {"type": "available"})
+        agent.free_since = [now()] * max(agent.capacity - len(agent.chats), 0)
 
     async def break_end_later(self, agent: AgentClient) -> None:
         await asyncio.sleep(self.o.break_s)
@@ -598,6 +614,7 @@ class System:
             "frames_in": dict(self.frames_in),
             "chats_ended": self.chats_ended,
             "breaks_taken": self.breaks_taken,
+            "agents_back_from_away": self.agents_back_from_away,
             "sent_ids": list(self.tracker.t0),
             "refused_ids": dict(self.tracker.refused),
             # 1 = reached its receiver(s) once each, 2 = some receiver got it twice.
