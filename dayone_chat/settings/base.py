@@ -181,7 +181,7 @@ WS_RATE_LIMIT_WINDOW_S = env_int("WS_RATE_LIMIT_WINDOW_S", 10)
 WS_TICKET_TTL_S = 30
 PRESENCE_HEARTBEAT_S = env_int("PRESENCE_HEARTBEAT_S", 15)
 # A waiting customer's socket sends its position at most once per interval (the latest one).
-QUEUE_POSITION_MIN_INTERVAL_MS = env_int("QUEUE_POSITION_MIN_INTERVAL_MS", 1000)
+QUEUE_POSITION_MIN_INTERVAL_MS = env_int("QUEUE_POSITION_MIN_INTERVAL_MS", 5000)
 # Login lockout and REST throttles, counted in Redis (chat.api.ratelimit, docs/security.md).
 AUTHENTICATION_BACKENDS = ["chat.api.ratelimit.LockoutModelBackend"]
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 5)
