@@ -119,6 +119,13 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="STEP",
         help="py-spy every server process during load step STEP (1-based)",
     )
+    parser.add_argument(
+        "--drain-max-s",
+        type=float,
+        default=120.0,
+        help="after the last step, how long to keep waiting for messages still arriving "
+        "(a backlog) before the rest count as not delivered (default 120)",
+    )
     parser.add_argument("--label", default="", help="a word for the results file name")
     parser.add_argument("--out", type=Path, help="also write the results JSON here")
     parser.add_argument(
@@ -306,6 +313,7 @@ async def drive_system(
         breaks_per_min=args.breaks_per_min,
         break_s=args.break_s,
         seed=args.seed,
+        drain_max_s=args.drain_max_s,
     )
     connections = asyncio.create_task(watch_connections(stack, sampler))
     system = System(

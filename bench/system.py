@@ -58,6 +58,7 @@ class Options:
     breaks_per_min: float
     break_s: float
     seed: int
+    drain_max_s: float = 120.0
 
 
 @dataclass
@@ -595,7 +596,7 @@ class System:
             active_chats.append(len(self.active))
         breaks.cancel()
         self.arrivals_on = False
-        drain_s = await wait_drained(self.tracker, 15)
+        drain_s = await wait_drained(self.tracker, 15, longest=self.o.drain_max_s)
         steps = step_summaries(results, self.tracker, self.sampler)
         for step, sockets, active in zip(steps, open_sockets, active_chats, strict=True):
             step["open_sockets"] = sockets
