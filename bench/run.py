@@ -102,7 +102,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--asgi-threads",
         type=int,
-        help="ASGI_THREADS for daphne: its thread pool for database calls (default 2 cores + 4)",
+        help="ASGI_THREADS for daphne: its thread pool for database calls (default 16, as in the "
+        "Procfile)",
     )
     parser.add_argument(
         "--targets",

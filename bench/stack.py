@@ -224,8 +224,10 @@ class Stack:
                         app,
                     ],
                     port=port,
-                    # As the Procfile: the ASGI server pools its database connections.
+                    # As the Procfile: the ASGI server pools its database connections, and
+                    # runs database calls on 16 threads.
                     DB_POOL_MAX_SIZE=self.env().get("DB_POOL_MAX_SIZE", "16"),
+                    ASGI_THREADS=self.env().get("ASGI_THREADS", "16"),
                 )
             )
         self.spawn(
