@@ -41,6 +41,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from chat import events, selectors, services
 from chat.errors import UNAVAILABLE, UNAVAILABLE_CODE, UNAVAILABLE_DETAIL, DomainError
+from chat.loops import PerLoop
 from chat.models import ChatSession, Role, SessionStatus
 from chat.payloads import message_payload, session_payload
 from chat.queue_watch import queue_watch
@@ -487,19 +488,8 @@ class Presence:
                 logger.exception("queue position of %s not healed", socket.channel_name)
 
 
-# One registry per event loop: daphne runs one; tests run one per test.
-_presences: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Presence] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def presence() -> Presence:
-    """The presence registry of the running event loop."""
-    loop = asyncio.get_running_loop()
-    found = _presences.get(loop)
-    if found is None:
-        found = _presences[loop] = Presence()
-    return found
+# The presence registry of the running event loop.
+presence = PerLoop(Presence)
 
 
 # --- the customer socket ---------------------------------------------------------------------
@@ -694,8 +684,6 @@ class CustomerConsumer(ChatSocket):
         kind = event.get("type")
         if kind == events.MESSAGE:
             await self.relay_message(self.stream, event)
-        elif kind == events.QUEUE_CHANGED:
-            await self.on_queue_changed(event)
         elif kind == events.SESSION_STATE:
             await self.on_session_state(event)
         elif kind in (events.TYPING, events.READ):

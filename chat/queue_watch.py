@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from channels.layers import get_channel_layer
 
 from chat import events
+from chat.loops import PerLoop
 
 logger = logging.getLogger(__name__)
 
@@ -105,16 +106,5 @@ class QueueWatch:
                 logger.exception("queue change not applied to %s", socket.channel_name)
 
 
-# One per event loop: daphne runs one; tests run one per test.
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, QueueWatch] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def queue_watch() -> QueueWatch:
-    """The queue watch of the running event loop."""
-    loop = asyncio.get_running_loop()
-    found = _watches.get(loop)
-    if found is None:
-        found = _watches[loop] = QueueWatch()
-    return found
+# The queue watch of the running event loop.
+queue_watch = PerLoop(QueueWatch)

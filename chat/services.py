@@ -11,6 +11,7 @@ session rows, then agent rows (seats are written under their agent's lock).
 from __future__ import annotations
 
 import copy
+import functools
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -454,6 +455,7 @@ def _publish_message(message: Message) -> None:
     publish_on_commit(session_group(message.session_id), event)
 
 
+@functools.cache
 def _message_insert_sql(role: str) -> str:
     """The statement of :func:`_message_insert`, with the models' table and column names."""
     q = connection.ops.quote_name
@@ -487,9 +489,6 @@ def _message_insert_sql(role: str) -> str:
     )
 
 
-_MESSAGE_INSERT_SQL: Final[dict[str, str]] = {}
-
-
 def _message_insert(
     *, session_id: UUID, author: AbstractBaseUser, role: str, client_msg_id: UUID, text: str
 ) -> Message | None:
@@ -501,9 +500,7 @@ def _message_insert(
     ``client_msg_id`` is already stored (the unique constraint fails the statement, which rolls
     back its UPDATE too; see docs/architecture.md).
     """
-    sql = _MESSAGE_INSERT_SQL.get(role)
-    if sql is None:
-        sql = _MESSAGE_INSERT_SQL.setdefault(role, _message_insert_sql(role))
+    sql = _message_insert_sql(role)
     now = timezone.now()
     params = {
         "session_id": session_id,
@@ -781,30 +778,18 @@ def customer_disconnected(*, channel_name: str, at: datetime | None = None) -> N
                 publish_session_state(session)
 
 
-def connection_heartbeat(*, channel_name: str) -> None:
-    """The socket is alive (refreshed every PRESENCE_HEARTBEAT_S by its consumer)."""
-    Connection.objects.filter(channel_name=channel_name).update(last_seen_at=timezone.now())
-
-
 def connections_heartbeat(*, channel_names: Sequence[str]) -> int:
     """All these sockets are alive: one UPDATE for a whole process's sockets, every
     PRESENCE_HEARTBEAT_S (chat.consumers.Presence). Returns how many rows it refreshed.
 
-    The same timestamp as :func:`connection_heartbeat` (this process's clock, like the cutoff of
-    matching's ``sweep_stale_connections`` and the ``at`` it hands on as the time they left).
-    ``= ANY(array)`` keeps the statement one parameter long for thousands of sockets.
+    The timestamp is this process's clock, like the cutoff of matching's
+    ``sweep_stale_connections`` and the ``at`` it hands on as the time they left.
     """
     if not channel_names:
         return 0
-    meta = Connection._meta
-    # Identifiers come from the model's metadata, values are parameters.
-    sql = (
-        f'UPDATE "{meta.db_table}" SET "{meta.get_field("last_seen_at").column}" = %s '  # noqa: S608
-        f'WHERE "{meta.get_field("channel_name").column}" = ANY(%s)'
+    return Connection.objects.filter(channel_name__in=channel_names).update(
+        last_seen_at=timezone.now()
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [timezone.now(), list(channel_names)])
-        return cursor.rowcount
 
 
 def session_customer_gone(*, session_id: UUID, gone_before: datetime) -> bool:

@@ -575,7 +575,7 @@ def test_heartbeat_refreshes_last_seen_when_socket_alive():
     Connection.objects.filter(channel_name="c.h").update(
         last_seen_at=timezone.now() - timedelta(minutes=5)
     )
-    services.connection_heartbeat(channel_name="c.h")
+    services.connections_heartbeat(channel_names=["c.h"])
     seen = Connection.objects.get(channel_name="c.h").last_seen_at
     assert timezone.now() - seen < timedelta(seconds=5)
 
